@@ -1,0 +1,14 @@
+"""llmcourse: the code built in the course notebooks, promoted chapter by chapter.
+
+Modules, in the order the course builds them:
+    runtime    device choice, seeding and the repository's data and cache folders
+    tokenizer  regex tokenizer, byte-level BPE, GPT-2's encoding (chapter 2)
+    data       corpus loaders, sliding-window datasets and loaders (chapter 2)
+    attention  multi-head attention: causal or bidirectional, self or cross (chapter 3)
+    model      GPTConfig, the layers and GPTModel (chapter 4)
+    generate   greedy and sampled decoding, with a key-value cache (chapters 4 and 5)
+    weights    loading GPT-2-layout state dicts into GPTModel (chapter 4)
+    train      losses, evaluation, the training loop and checkpoints (chapter 5)
+"""
+
+__version__ = "0.1.0"

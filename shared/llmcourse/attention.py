@@ -1,0 +1,117 @@
+"""Multi-head attention, causal or bidirectional, self or cross, with a key-value cache (chapter 3)."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class KVCache:
+    """The keys and values one attention layer has already computed, reused when generating."""
+
+    def __init__(self) -> None:
+        self.keys: Tensor | None = None
+        self.values: Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the new tokens' keys and values (batch, heads, tokens, head_dim); return all so far."""
+        if self.keys is None:
+            self.keys, self.values = keys, values
+        else:
+            self.keys = torch.cat([self.keys, keys], dim=2)
+            self.values = torch.cat([self.values, values], dim=2)
+        return self.keys, self.values
+
+
+class MultiHeadAttention(nn.Module):
+    """Splits one projection into heads, attends, and merges them back.
+
+    Self-attention when `context` is None, cross-attention (queries from `x`, keys and values
+    from `context`) otherwise. The fused path calls `F.scaled_dot_product_attention`; the
+    explicit path computes the same thing step by step and can return the attention weights.
+    """
+
+    def __init__(self, d_in: int, d_out: int, n_heads: int, context_length: int,
+                 dropout: float = 0.0, causal: bool = True, qkv_bias: bool = False):
+        super().__init__()
+        if d_out % n_heads != 0:
+            raise ValueError(f"d_out={d_out} is not divisible by n_heads={n_heads}")
+        self.d_out = d_out
+        self.n_heads = n_heads
+        self.head_dim = d_out // n_heads
+        self.context_length = context_length
+        self.dropout = dropout
+        self.causal = causal
+        self.use_fused = True
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.attn_dropout = nn.Dropout(dropout)
+        # True above the diagonal: the future positions a causal query may not see.
+        future = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
+        self.register_buffer("future_mask", future, persistent=False)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """(batch, tokens, d_out) -> (batch, heads, tokens, head_dim)."""
+        batch, tokens, _ = x.shape
+        return x.view(batch, tokens, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: Tensor, context: Tensor | None = None, padding_mask: Tensor | None = None,
+                kv_cache: KVCache | None = None,
+                return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Attend from `x` (batch, tokens, d_in) to itself or to `context`.
+
+        padding_mask: (batch, key_tokens) booleans, True for real tokens and False for padding.
+        kv_cache: self-attention only; the new keys and values are appended to it and the
+        queries attend to every cached token (used by generation, one token at a time).
+        """
+        batch, n_queries, _ = x.shape
+        source = x if context is None else context
+        past = 0 if kv_cache is None else len(kv_cache)
+        if past + n_queries > self.context_length or source.shape[1] > self.context_length:
+            longest = max(past + n_queries, source.shape[1])
+            raise ValueError(f"sequence of {longest} tokens exceeds context_length={self.context_length}")
+        if context is not None and kv_cache is not None:
+            raise ValueError("kv_cache is for self-attention; cross-attention keys do not grow")
+
+        queries = self.split_heads(self.W_query(x))
+        keys = self.split_heads(self.W_key(source))
+        values = self.split_heads(self.W_value(source))
+        if kv_cache is not None:
+            keys, values = kv_cache.append(keys, values)
+
+        mask = self.attention_mask(batch, n_queries, keys.shape[2], past, padding_mask, context is None)
+        if self.use_fused and not return_weights:
+            out = F.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=None if mask is None else ~mask,
+                dropout_p=self.dropout if self.training else 0.0)
+            weights = None
+        else:
+            scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores.masked_fill(mask, float("-inf"))
+            weights = self.attn_dropout(torch.softmax(scores, dim=-1))
+            out = weights @ values
+
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, n_queries, self.d_out))
+        return (out, weights) if return_weights else out
+
+    def attention_mask(self, batch: int, n_queries: int, n_keys: int, past: int,
+                       padding_mask: Tensor | None, is_self: bool) -> Tensor | None:
+        """Booleans broadcastable to (batch, heads, queries, keys), True where attention is forbidden."""
+        mask = None
+        if self.causal and is_self:
+            # Query i sits at position past + i and may see keys 0 .. past + i.
+            mask = self.future_mask[past:past + n_queries, :n_keys]
+        if padding_mask is not None:
+            if padding_mask.shape != (batch, n_keys):
+                raise ValueError(f"padding_mask has shape {tuple(padding_mask.shape)}, "
+                                 f"expected (batch, key_tokens) = ({batch}, {n_keys})")
+            padding = ~padding_mask.bool()[:, None, None, :]
+            mask = padding if mask is None else mask | padding
+        return mask

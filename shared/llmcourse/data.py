@@ -1,0 +1,88 @@
+"""Text data: the Shakespeare corpus and sliding-window datasets of token ids (chapter 2)."""
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from llmcourse.runtime import DATA_DIR
+
+SHAKESPEARE_DIR = DATA_DIR / "shakespeare"
+
+
+@dataclass(frozen=True)
+class Play:
+    """One play of the corpus: its file name, title, genre, split ("train" or "val") and text."""
+
+    play: str
+    title: str
+    genre: str
+    split: str
+    text: str
+
+
+def load_plays(folder: Path = SHAKESPEARE_DIR) -> list[Play]:
+    """All plays listed in plays.csv, each checked against its recorded sha256."""
+    index = Path(folder) / "plays.csv"
+    if not index.exists():
+        raise FileNotFoundError(f"{index} is missing: rebuild it with `python scripts/build_shakespeare.py`")
+    plays = []
+    with open(index, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            path = Path(folder) / f"{row['play']}.txt"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: rebuild it with `python scripts/build_shakespeare.py`")
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != row["sha256"]:
+                raise ValueError(f"{path} does not match the sha256 in plays.csv: the file was changed or "
+                                 "corrupted; rebuild it with `python scripts/build_shakespeare.py`")
+            plays.append(Play(row["play"], row["title"], row["genre"], row["split"], data.decode("utf-8")))
+    return plays
+
+
+def load_shakespeare(split: str = "train", folder: Path = SHAKESPEARE_DIR) -> str:
+    """The text of every play in `split` ("train", "val" or "all"), joined by blank lines."""
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+    return "\n\n".join(p.text for p in load_plays(folder) if split == "all" or p.split == split)
+
+
+class SlidingWindowDataset(Dataset):
+    """Windows of `context_length` token ids, each paired with the same window shifted by one.
+
+    Window i starts at token i * stride; the targets are the next token at every position.
+    """
+
+    def __init__(self, token_ids: list[int] | Tensor, context_length: int, stride: int):
+        if context_length < 1 or stride < 1:
+            raise ValueError(f"context_length and stride must be >= 1, got {context_length} and {stride}")
+        self.token_ids = torch.as_tensor(token_ids, dtype=torch.long)
+        if len(self.token_ids) < context_length + 1:
+            raise ValueError(f"text of {len(self.token_ids)} tokens is too short for one window: "
+                             f"context_length={context_length} needs at least {context_length + 1} tokens")
+        self.context_length = context_length
+        self.stride = stride
+
+    def __len__(self) -> int:
+        return (len(self.token_ids) - self.context_length - 1) // self.stride + 1
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} out of range for {len(self)} windows")
+        start = index * self.stride
+        window = self.token_ids[start:start + self.context_length + 1]
+        return window[:-1], window[1:]
+
+
+def create_dataloader(token_ids: list[int] | Tensor, batch_size: int, context_length: int,
+                      stride: int | None = None, shuffle: bool = True, drop_last: bool = True,
+                      seed: int = 0) -> DataLoader:
+    """Batches of (inputs, targets) windows; shuffled reproducibly from `seed`. Stride defaults to context_length."""
+    dataset = SlidingWindowDataset(token_ids, context_length, stride or context_length)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                      generator=generator)
