@@ -40,6 +40,7 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         if d_out % n_heads != 0:
             raise ValueError(f"d_out={d_out} is not divisible by n_heads={n_heads}")
+        self.d_in = d_in
         self.d_out = d_out
         self.n_heads = n_heads
         self.head_dim = d_out // n_heads
@@ -66,12 +67,14 @@ class MultiHeadAttention(nn.Module):
                 return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Attend from `x` (batch, tokens, d_in) to itself or to `context`.
 
-        padding_mask: (batch, key_tokens) booleans, True for real tokens and False for padding.
+        padding_mask: (batch, key_tokens) booleans, True for real tokens and False for padding;
+        a query that may see no key at all gets zero weights (its output is out_proj's bias).
         kv_cache: self-attention only; the new keys and values are appended to it and the
         queries attend to every cached token (used by generation, one token at a time).
         """
-        batch, n_queries, _ = x.shape
         source = x if context is None else context
+        self.check_inputs(x, source)
+        batch, n_queries, _ = x.shape
         past = 0 if kv_cache is None else len(kv_cache)
         if past + n_queries > self.context_length or source.shape[1] > self.context_length:
             longest = max(past + n_queries, source.shape[1])
@@ -87,19 +90,35 @@ class MultiHeadAttention(nn.Module):
 
         mask = self.attention_mask(batch, n_queries, keys.shape[2], past, padding_mask, context is None)
         if self.use_fused and not return_weights:
+            # A plain causal square (no cache, no padding) lets PyTorch pick its fastest kernel.
+            plain_causal = self.causal and context is None and past == 0 and padding_mask is None
             out = F.scaled_dot_product_attention(
-                queries, keys, values, attn_mask=None if mask is None else ~mask,
-                dropout_p=self.dropout if self.training else 0.0)
+                queries, keys, values, attn_mask=None if mask is None or plain_causal else ~mask,
+                dropout_p=self.dropout if self.training else 0.0, is_causal=plain_causal)
             weights = None
         else:
             scores = queries @ keys.transpose(2, 3) / math.sqrt(self.head_dim)
             if mask is not None:
                 scores = scores.masked_fill(mask, float("-inf"))
-            weights = self.attn_dropout(torch.softmax(scores, dim=-1))
+            weights = torch.softmax(scores, dim=-1)
+            if padding_mask is not None:
+                # A query that may see no key at all gets zero weights (softmax would give NaN),
+                # which is also what F.scaled_dot_product_attention returns for such a row.
+                weights = weights.masked_fill(mask.all(dim=-1, keepdim=True), 0.0)
+            weights = self.attn_dropout(weights)
             out = weights @ values
 
         out = self.out_proj(out.transpose(1, 2).reshape(batch, n_queries, self.d_out))
         return (out, weights) if return_weights else out
+
+    def check_inputs(self, x: Tensor, source: Tensor) -> None:
+        """Raise a ValueError that names the problem when `x` or `context` cannot be attended over."""
+        for name, tensor in (("x", x), ("context", source)):
+            if tensor.dim() != 3 or tensor.shape[2] != self.d_in:
+                raise ValueError(f"{name} has shape {tuple(tensor.shape)}, "
+                                 f"expected (batch, tokens, d_in={self.d_in})")
+        if source.shape[0] != x.shape[0]:
+            raise ValueError(f"context has batch size {source.shape[0]} but x has {x.shape[0]}; they must match")
 
     def attention_mask(self, batch: int, n_queries: int, n_keys: int, past: int,
                        padding_mask: Tensor | None, is_self: bool) -> Tensor | None:

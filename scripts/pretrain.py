@@ -1,0 +1,228 @@
+"""Pretrain a GPT on text files, on one device or several (torchrun + DistributedDataParallel).
+
+Every rank reads the same text but trains on different windows of it; gradients are averaged
+across ranks, so all ranks hold identical weights. Rank 0 shows the progress bar, writes the
+JSON-lines log and the checkpoint, and prints the final validation loss and bits per byte.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import tiktoken
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from llmcourse.data import SlidingWindowDataset, create_dataloader, load_shakespeare
+from llmcourse.model import GPTConfig, GPTModel, count_parameters
+from llmcourse.runtime import get_device, set_seed
+from llmcourse.tokenizer import BPETokenizer, gpt2_encoding
+from llmcourse.train import (COURSE_SETTINGS, bits_per_byte, configure_optimizer, evaluate, load_checkpoint, save_checkpoint,
+                             spread_windows_loader, train)
+
+PRESETS = {
+    "course": dict(n_layers=COURSE_SETTINGS.n_layers, d_model=COURSE_SETTINGS.d_model,
+                   n_heads=COURSE_SETTINGS.n_heads, context_length=COURSE_SETTINGS.context_length),
+    "tiny": dict(n_layers=2, d_model=64, n_heads=4, context_length=32),
+    "gpt2-small": dict(n_layers=12, d_model=768, n_heads=12, context_length=1024),
+}
+
+
+EXAMPLES = """examples:
+  python scripts/pretrain.py --max-steps 1200                      the course model on the course corpus
+  python scripts/pretrain.py --train-text a.txt b.txt --val-text c.txt --preset tiny --time-budget 60
+  python scripts/pretrain.py --max-steps 2400 --resume              continue the run in runs/pretrain
+  torchrun --standalone --nproc_per_node=2 scripts/pretrain.py --preset tiny --max-steps 200
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Pretrain a GPT on UTF-8 text files (default: the course's Shakespeare corpus, with\n"
+                    "its four held-out plays for validation). Runs with plain python on one device (CPU,\n"
+                    "CUDA or Apple MPS), or under torchrun with DistributedDataParallel on several processes.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data and tokenizer")
+    data.add_argument("--train-text", nargs="+", type=Path, metavar="FILE",
+                      help="training text files (default: the course corpus's training plays)")
+    data.add_argument("--val-text", nargs="+", type=Path, metavar="FILE",
+                      help="validation text files (needed with --train-text; default: the held-out plays)")
+    data.add_argument("--tokenizer", choices=["bpe", "gpt2"], default="bpe",
+                      help="bpe: the course's byte-level BPE, trained on the training text; "
+                           "gpt2: GPT-2's encoding, 50,257 ids (default: %(default)s)")
+    data.add_argument("--vocab-size", type=int, default=COURSE_SETTINGS.vocab_size, metavar="N",
+                      help="vocabulary size of the BPE tokenizer (default: %(default)s)")
+
+    model = parser.add_argument_group("model: a preset, with any of its sizes overridden by a flag")
+    model.add_argument("--preset", choices=sorted(PRESETS), default="course",
+                       help="; ".join(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items())}"
+                                      for name, values in PRESETS.items()) + " (default: %(default)s)")
+    for flag in ("n-layers", "d-model", "n-heads", "context-length"):
+        model.add_argument(f"--{flag}", type=int, metavar="N")
+    model.add_argument("--dropout", type=float, default=COURSE_SETTINGS.dropout, metavar="P",
+                       help="dropout probability (default: %(default)s)")
+
+    optim = parser.add_argument_group("optimization (give --max-steps, --time-budget or both)")
+    optim.add_argument("--max-steps", type=int, metavar="N", help="number of updates; the schedule ends there")
+    optim.add_argument("--time-budget", type=float, metavar="SECONDS",
+                       help="stop after this many seconds; the learning rate reaches --min-lr as time runs out")
+    optim.add_argument("--batch-size", type=int, default=COURSE_SETTINGS.batch_size, metavar="N",
+                       help="windows per update on each process (default: %(default)s)")
+    optim.add_argument("--lr", type=float, default=COURSE_SETTINGS.max_lr,
+                       help="peak learning rate, after warmup (default: %(default)s)")
+    optim.add_argument("--min-lr", type=float, default=COURSE_SETTINGS.min_lr,
+                       help="learning rate at the end of the cosine decay (default: %(default)s)")
+    optim.add_argument("--warmup-steps", type=int, default=COURSE_SETTINGS.warmup_steps, metavar="N",
+                       help="updates of linear warmup (default: %(default)s)")
+    optim.add_argument("--weight-decay", type=float, default=COURSE_SETTINGS.weight_decay,
+                       help="AdamW weight decay of the weight matrices (default: %(default)s)")
+    optim.add_argument("--grad-clip", type=float, default=COURSE_SETTINGS.grad_clip, metavar="NORM",
+                       help="clip the global gradient norm to this; 0 turns clipping off (default: %(default)s)")
+    optim.add_argument("--seed", type=int, default=COURSE_SETTINGS.seed,
+                       help="seeds the weights, the batch order and dropout (default: %(default)s)")
+
+    run = parser.add_argument_group("evaluation, checkpoints, logging")
+    run.add_argument("--eval-every", type=int, default=COURSE_SETTINGS.eval_every, metavar="N",
+                     help="updates between validation losses (default: %(default)s)")
+    run.add_argument("--eval-windows", type=int, default=COURSE_SETTINGS.eval_windows, metavar="N",
+                     help="validation windows, spread over the text, for those periodic losses; the final "
+                          "loss uses all of it (default: %(default)s)")
+    run.add_argument("--sample-every", type=int, default=0, metavar="N",
+                     help="updates between printed text samples; 0 never samples (default: %(default)s)")
+    run.add_argument("--prompt", default="\n", help="start of the sampled text (default: a newline)")
+    run.add_argument("--out-dir", type=Path, default=Path("runs/pretrain"), metavar="DIR",
+                     help="where the checkpoint is written (default: %(default)s)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run checkpointed in --out-dir: its model, tokenizer, optimizer and step "
+                          "are loaded (model flags are ignored); repeat the data and schedule flags")
+    run.add_argument("--log-file", type=Path, metavar="FILE",
+                     help="JSON-lines log of every update, evaluation and sample (default: OUT_DIR/log.jsonl)")
+    run.add_argument("--device", default="auto",
+                     help="auto picks CUDA, then Apple MPS, then the CPU; or cpu, cuda, mps (default: %(default)s)")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    if args.train_text and not args.val_text:
+        parser.error("--train-text needs --val-text too: the validation loss is measured on held-out text")
+    if args.max_steps is None and args.time_budget is None:
+        parser.error("give --max-steps, --time-budget, or both")
+    return args
+
+
+def read_texts(paths: list[Path] | None, split: str) -> str:
+    """The files' text joined by blank lines, or the course corpus's split when no files are given."""
+    if not paths:
+        return load_shakespeare(split)
+    return "\n\n".join(Path(path).read_text(encoding="utf-8") for path in paths)
+
+
+def model_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
+    sizes = dict(PRESETS[args.preset])
+    for key in sizes:
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    return GPTConfig(vocab_size=vocab_size, dropout=args.dropout, **sizes)
+
+
+def parameters_sha256(model: torch.nn.Module) -> str:
+    """A fingerprint of the weights: equal on two ranks only if every parameter is bit-for-bit equal."""
+    digest = hashlib.sha256()
+    for param in model.parameters():
+        digest.update(param.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    device = get_device() if args.device == "auto" else torch.device(args.device)
+    rank, world_size = 0, 1
+    if distributed:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    is_main = rank == 0
+    started = time.perf_counter()
+    log_path = args.log_file or args.out_dir / "log.jsonl"
+    if is_main:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "a" if args.resume else "w", encoding="utf-8") if is_main else None
+
+    def log(record: dict) -> None:
+        if log_file:
+            log_file.write(json.dumps({"time": round(time.perf_counter() - started, 3), **record}) + "\n")
+            log_file.flush()
+            if record["event"] == "sample":
+                tqdm.write(f"--- sample at step {record['step']} ---\n{record['text']}\n")
+
+    train_text, val_text = read_texts(args.train_text, "train"), read_texts(args.val_text, "val")
+    if args.resume:
+        checkpoint = load_checkpoint(args.out_dir, device)
+        model, tokenizer, start_step = checkpoint.model, checkpoint.tokenizer, checkpoint.step
+        if tokenizer is None:
+            raise ValueError(f"the checkpoint in {args.out_dir} has no tokenizer to resume with")
+    else:
+        tokenizer = BPETokenizer.train(train_text, args.vocab_size) if args.tokenizer == "bpe" else gpt2_encoding()
+        vocab_size = tokenizer.n_vocab if isinstance(tokenizer, tiktoken.Encoding) else tokenizer.vocab_size
+        set_seed(args.seed)  # every rank starts from the same weights
+        model, start_step = GPTModel(model_config(args, vocab_size)).to(device), 0
+    train_ids, val_ids = tokenizer.encode_ordinary(train_text), tokenizer.encode_ordinary(val_text)
+    context_length = model.cfg.context_length
+    optimizer = configure_optimizer(model, args.lr, args.weight_decay)
+    if args.resume and checkpoint.optimizer_state is not None:
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+    max_steps = args.max_steps or 1_000_000_000  # only the time budget stops the run
+    if start_step >= max_steps:
+        raise ValueError(f"the checkpoint is at step {start_step}, already at --max-steps={max_steps}; "
+                         "raise --max-steps to train further")
+
+    # Each rank trains on its own share of the windows (every world_size-th), shuffled from the seed.
+    windows = SlidingWindowDataset(train_ids, context_length, context_length)
+    share = Subset(windows, range(rank, len(windows), world_size))
+    train_loader = DataLoader(share, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                              generator=torch.Generator().manual_seed(args.seed))
+    val_loader = spread_windows_loader(val_ids, args.eval_windows, context_length, args.batch_size)
+    settings = json.loads(json.dumps(vars(args), default=str))  # paths as strings
+    log({"event": "start", "args": settings,
+         "model": model.cfg.to_dict(), "parameters": count_parameters(model), "world_size": world_size,
+         "device": str(device), "start_step": start_step, "train_tokens": len(train_ids),
+         "val_tokens": len(val_ids)})
+
+    wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if distributed else model
+    history = train(wrapped, optimizer, train_loader, val_loader, max_steps, args.lr, args.min_lr,
+                    args.warmup_steps, args.grad_clip or None, args.eval_every,
+                    tokenizer=tokenizer, sample_every=args.sample_every or None, prompt=args.prompt,
+                    time_budget=args.time_budget, seed=args.seed, start_step=start_step,
+                    progress=is_main and not args.no_progress, log=log)
+    step = history.steps[-1] if history.steps else start_step
+
+    fingerprint = parameters_sha256(model)
+    fingerprints = [fingerprint] * world_size
+    if distributed:
+        dist.all_gather_object(fingerprints, fingerprint)
+    if is_main:
+        save_checkpoint(args.out_dir, model, optimizer, step, tokenizer,
+                        extra={"args": settings})
+        full_val = create_dataloader(val_ids, args.batch_size, context_length, shuffle=False, drop_last=False)
+        val_loss = evaluate(model, full_val)
+        val_bpb = bits_per_byte(val_loss * len(val_ids), len(val_text.encode("utf-8")))
+        log({"event": "end", "step": step, "stopped_by": history.stopped_by, "val_loss": val_loss,
+             "val_bits_per_byte": val_bpb, "param_sha256": fingerprints, "seconds": history.seconds})
+        log_file.close()
+        print(f"step {step} ({history.stopped_by}): validation loss {val_loss:.4f}, "
+              f"bits per byte {val_bpb:.4f}; checkpoint in {args.out_dir}")
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

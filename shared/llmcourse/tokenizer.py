@@ -1,0 +1,378 @@
+"""Tokenizers: a word-level regex tokenizer, byte-level BPE, and GPT-2's encoding offline (chapter 2).
+
+`SimpleTokenizer` maps words and punctuation to ids from a fixed vocabulary. `BPETokenizer` learns
+merges of byte pairs from text, encodes and decodes any string, saves to JSON, and can load GPT-2's
+ranks so that it produces exactly the ids of tiktoken's "gpt2" encoding.
+"""
+
+import base64
+import hashlib
+import heapq
+import json
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
+
+import regex
+import tiktoken
+
+ENDOFTEXT = "<|endoftext|>"
+UNKNOWN = "<|unk|>"
+
+# GPT-2's pre-tokenization (tiktoken's r50k pattern): English contractions, runs of letters, of digits
+# and of other symbols (each with at most one leading space), and whitespace, kept apart from the
+# next word so that " word" stays one chunk.
+GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+
+GPT2_RANKS_PATH = Path(__file__).resolve().parent / "assets" / "gpt2.tiktoken"
+GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+GPT2_EOT_ID = 50256
+
+# Words (with inner apostrophes, as in "who's"), special tokens like <|endoftext|>, or single symbols.
+SIMPLE_SPLIT_PATTERN = r"<\|\w+\|>|\w+(?:'\w+)*|[^\w\s]"
+
+
+class SimpleTokenizer:
+    """Word-level tokenizer: splits text into words and punctuation and looks each up in a vocabulary."""
+
+    def __init__(self, vocab: dict[str, int]):
+        for special in (ENDOFTEXT, UNKNOWN):
+            if special not in vocab:
+                raise ValueError(f"the vocabulary must contain the special token {special!r}")
+        self.str_to_id = dict(vocab)
+        self.id_to_str = {i: s for s, i in vocab.items()}
+        if len(self.id_to_str) != len(self.str_to_id):
+            raise ValueError("the vocabulary maps two words to the same id; ids must be unique")
+        self.unk_id = self.str_to_id[UNKNOWN]
+        self.eot_id = self.str_to_id[ENDOFTEXT]
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        """The words, punctuation marks and special tokens of `text`, whitespace dropped."""
+        return regex.findall(SIMPLE_SPLIT_PATTERN, text)
+
+    @classmethod
+    def from_text(cls, text: str, min_count: int = 1) -> "SimpleTokenizer":
+        """A vocabulary of every word seen at least `min_count` times, sorted, then the two special tokens."""
+        counts = Counter(cls.split(text))
+        words = sorted(w for w, c in counts.items() if c >= min_count and w not in (ENDOFTEXT, UNKNOWN))
+        return cls({w: i for i, w in enumerate(words + [ENDOFTEXT, UNKNOWN])})
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids: the words and the two special tokens."""
+        return len(self.str_to_id)
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of the words of `text`; words outside the vocabulary become <|unk|>."""
+        return [self.str_to_id.get(word, self.unk_id) for word in self.split(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Words joined by spaces, with no space before punctuation (the original spacing is lost)."""
+        try:
+            words = [self.id_to_str[i] for i in ids]
+        except KeyError as error:
+            raise ValueError(f"id {error.args[0]} is not in the vocabulary (0..{self.vocab_size - 1})") from None
+        return regex.sub(r" ([,.:;?!)\]])", r"\1", " ".join(words))
+
+
+class BPETokenizer:
+    """Byte-level byte-pair encoding: text -> chunks (split pattern) -> bytes -> repeatedly merged pairs.
+
+    `merges` maps a pair of ids to the id of the token that joins them; a pair with a smaller new id
+    was learned earlier and is applied first. `byte_ids[b]` is the id of the single byte b (the
+    identity for trained tokenizers; a permutation for GPT-2). Special tokens get their own ids.
+    """
+
+    def __init__(self, merges: dict[tuple[int, int], int], byte_ids: Sequence[int] = tuple(range(256)),
+                 special_tokens: dict[str, int] | None = None, pattern: str = GPT2_SPLIT_PATTERN):
+        if len(byte_ids) != 256 or len(set(byte_ids)) != 256:
+            raise ValueError(f"byte_ids must hold 256 distinct ids (one per byte value), got {len(byte_ids)}")
+        self.byte_ids = list(byte_ids)
+        self.vocab: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(self.byte_ids)}
+        self.merges: dict[tuple[int, int], int] = {}
+        for (left, right), new_id in sorted(merges.items(), key=lambda item: item[1]):
+            if left not in self.vocab or right not in self.vocab or new_id in self.vocab:
+                raise ValueError(f"merge ({left}, {right}) -> {new_id} must join two known ids into a new id")
+            self.vocab[new_id] = self.vocab[left] + self.vocab[right]
+            self.merges[(left, right)] = new_id
+        self.special_tokens = dict(special_tokens or {})
+        for token, token_id in self.special_tokens.items():
+            if token_id in self.vocab:
+                raise ValueError(f"special token {token!r} has id {token_id}, which is already a byte or merge")
+        self._special_bytes = {token_id: token.encode("utf-8") for token, token_id in self.special_tokens.items()}
+        if len(self._special_bytes) != len(self.special_tokens):
+            raise ValueError(f"two special tokens share an id: {self.special_tokens}")
+        self.pattern = pattern
+        self._split = regex.compile(pattern)
+        self._chunk_cache: dict[str, list[int]] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids: bytes, merges and special tokens (the size of a model's embedding table)."""
+        return len(self.vocab) + len(self.special_tokens)
+
+    @property
+    def eot_id(self) -> int:
+        """The id of <|endoftext|>, the separator between documents."""
+        if ENDOFTEXT not in self.special_tokens:
+            raise ValueError(f"this tokenizer has no {ENDOFTEXT} token; its specials are {list(self.special_tokens)}")
+        return self.special_tokens[ENDOFTEXT]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes that one id stands for (a special token's text, UTF-8 encoded)."""
+        if token_id in self.vocab:
+            return self.vocab[token_id]
+        if token_id in self._special_bytes:
+            return self._special_bytes[token_id]
+        raise ValueError(f"id {token_id} is not in this tokenizer's vocabulary of {self.vocab_size} ids")
+
+    # --- training ---------------------------------------------------------------------------------
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int, special_tokens: Sequence[str] = (ENDOFTEXT,),
+              pattern: str = GPT2_SPLIT_PATTERN, show_progress: bool = False) -> "BPETokenizer":
+        """Learn `vocab_size - 256 - len(special_tokens)` merges from `text`, most frequent pair first.
+
+        Pair counts are kept up to date incrementally: a merge only revisits the chunks that contain
+        the merged pair. Ties between equally frequent pairs go to the smaller pair of ids.
+        """
+        n_merges = vocab_size - 256 - len(special_tokens)
+        if n_merges < 0:
+            raise ValueError(f"vocab_size={vocab_size} is too small: 256 bytes and {len(special_tokens)} "
+                             f"special tokens need at least {256 + len(special_tokens)}")
+        chunk_counts = Counter(regex.findall(pattern, text))
+        chunks = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
+        weights = list(chunk_counts.values())
+
+        pair_counts: Counter[tuple[int, int]] = Counter()
+        chunks_with_pair: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
+        for index, (ids, weight) in enumerate(zip(chunks, weights)):
+            for pair in zip(ids, ids[1:]):
+                pair_counts[pair] += weight
+                chunks_with_pair[pair].add(index)
+        heap = [(-count, pair) for pair, count in pair_counts.items()]
+        heapq.heapify(heap)
+
+        merges: dict[tuple[int, int], int] = {}
+        new_ids: Iterable[int] = range(256, 256 + n_merges)
+        if show_progress:
+            from tqdm.auto import tqdm  # imported here: tqdm.auto warns at import in a kernel without widgets
+
+            new_ids = tqdm(new_ids, desc="BPE merges")
+        for new_id in new_ids:
+            best = None
+            while heap:
+                negative_count, pair = heapq.heappop(heap)
+                if pair_counts.get(pair) == -negative_count:  # else the entry is out of date
+                    best = pair
+                    break
+            if best is None:
+                raise ValueError(f"the text has only {new_id - 256} distinct pairs to merge; "
+                                 f"vocab_size={vocab_size} needs {n_merges}")
+            merges[best] = new_id
+            changed: set[tuple[int, int]] = set()
+            for index in chunks_with_pair.pop(best):
+                old = chunks[index]
+                new = _merge(old, best, new_id)
+                if len(new) == len(old):
+                    continue
+                weight = weights[index]
+                for pair in zip(old, old[1:]):
+                    pair_counts[pair] -= weight
+                    changed.add(pair)
+                for pair in zip(new, new[1:]):
+                    pair_counts[pair] += weight
+                    chunks_with_pair[pair].add(index)
+                    changed.add(pair)
+                chunks[index] = new
+            for pair in changed:
+                count = pair_counts[pair]
+                if count > 0:
+                    heapq.heappush(heap, (-count, pair))
+                else:
+                    del pair_counts[pair]
+                    chunks_with_pair.pop(pair, None)
+        n_ids = 256 + n_merges
+        specials = {token: n_ids + i for i, token in enumerate(special_tokens)}
+        return cls(merges, special_tokens=specials, pattern=pattern)
+
+    # --- encoding and decoding --------------------------------------------------------------------
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Ids of `text`, treating special-token strings as plain text (each distinct chunk is encoded once)."""
+        ids: list[int] = []
+        for chunk in self._split.findall(text):
+            chunk_ids = self._chunk_cache.get(chunk)
+            if chunk_ids is None:
+                chunk_ids = self._encode_chunk(chunk.encode("utf-8"))
+                self._chunk_cache[chunk] = chunk_ids
+            ids.extend(chunk_ids)
+        return ids
+
+    def encode(self, text: str, allowed_special: str | Collection[str] = "none_raise") -> list[int]:
+        """Ids of `text`. Special-token strings in the text raise a ValueError unless allowed.
+
+        allowed_special: "none_raise" (default, like tiktoken), "all", a set of special tokens (any other
+        special string raises), or "none" (special strings are encoded as ordinary text).
+        """
+        if allowed_special == "none":
+            return self.encode_ordinary(text)
+        if allowed_special == "all":
+            allowed = set(self.special_tokens)
+        elif allowed_special == "none_raise":
+            allowed = set()
+        elif isinstance(allowed_special, str):
+            raise ValueError(f"allowed_special must be 'all', 'none', 'none_raise' or a set of special "
+                             f"tokens, got {allowed_special!r}")
+        else:
+            allowed = set(allowed_special)
+            unknown = allowed - set(self.special_tokens)
+            if unknown:
+                raise ValueError(f"{sorted(unknown)} are not special tokens of this tokenizer "
+                                 f"(it has {list(self.special_tokens)})")
+        for token in self.special_tokens:
+            if token not in allowed and token in text:
+                raise ValueError(f"the text contains the special token {token!r}; pass "
+                                 f"allowed_special={{{token!r}}} (or 'all') to encode it as one id, or "
+                                 f"allowed_special='none' to encode it as plain text")
+        if not allowed:
+            return self.encode_ordinary(text)
+        special_pattern = "(" + "|".join(regex.escape(t) for t in sorted(allowed, key=len, reverse=True)) + ")"
+        ids: list[int] = []
+        for i, part in enumerate(regex.split(special_pattern, text)):
+            if i % 2 == 1:
+                ids.append(self.special_tokens[part])
+            elif part:
+                ids.extend(self.encode_ordinary(part))
+        return ids
+
+    def _encode_chunk(self, data: bytes) -> list[int]:
+        """Merge the bytes of one chunk, always applying the earliest-learned merge present."""
+        ids = [self.byte_ids[b] for b in data]
+        while len(ids) >= 2:
+            pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))
+            if pair not in self.merges:
+                break
+            ids = _merge(ids, pair, self.merges[pair])
+        return ids
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The bytes the ids stand for, joined."""
+        return b"".join(self.token_bytes(i) for i in ids)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of the ids; bytes that are not valid UTF-8 become U+FFFD, as in tiktoken."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    # --- saving and loading -----------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the tokenizer (pattern, byte ids, merges in order, special tokens) as JSON."""
+        state = {
+            "format": "llmcourse-bpe",
+            "version": 1,
+            "pattern": self.pattern,
+            "byte_ids": self.byte_ids,
+            "merges": [[left, right, new_id] for (left, right), new_id in self.merges.items()],
+            "special_tokens": self.special_tokens,
+        }
+        Path(path).write_text(json.dumps(state), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BPETokenizer":
+        """Read a tokenizer written by `save`; a malformed or truncated file raises a ValueError."""
+        try:
+            state = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{Path(path).name} is not a valid tokenizer file (truncated or not JSON): "
+                             f"{error}") from None
+        if not isinstance(state, dict) or state.get("format") != "llmcourse-bpe" or state.get("version") != 1:
+            raise ValueError(f"{Path(path).name} is not a tokenizer file written by BPETokenizer.save "
+                             "(expected format 'llmcourse-bpe', version 1)")
+        try:
+            merges = {(int(left), int(right)): int(new_id) for left, right, new_id in state["merges"]}
+            specials = {str(token): int(token_id) for token, token_id in state["special_tokens"].items()}
+            return cls(merges, [int(i) for i in state["byte_ids"]], specials, str(state["pattern"]))
+        except (KeyError, TypeError, ValueError, AttributeError, regex.error) as error:
+            raise ValueError(f"{Path(path).name} is a malformed tokenizer file: {error}") from None
+
+    # --- GPT-2 ------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_tiktoken_ranks(cls, ranks: dict[bytes, int], pattern: str = GPT2_SPLIT_PATTERN,
+                            special_tokens: dict[str, int] | None = None) -> "BPETokenizer":
+        """Our tokenizer with ids = tiktoken ranks: each multi-byte token becomes a merge of two tokens.
+
+        The pair is recovered by running rank-order BPE on the token's own bytes with only the
+        lower ranks allowed, which stops at exactly two parts.
+        """
+        byte_ids = []
+        for b in range(256):
+            if bytes([b]) not in ranks:
+                raise ValueError(f"the ranks have no token for the single byte {b}; byte-level BPE needs all 256")
+            byte_ids.append(ranks[bytes([b])])
+        merges = {}
+        for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+            if len(token) == 1:
+                continue
+            parts = _bpe_by_rank(ranks, token, max_rank=rank)
+            if len(parts) != 2:
+                raise ValueError(f"token {token!r} (rank {rank}) cannot be built from two lower-ranked tokens")
+            merges[(ranks[parts[0]], ranks[parts[1]])] = rank
+        return cls(merges, byte_ids, special_tokens, pattern)
+
+    @classmethod
+    def from_gpt2(cls) -> "BPETokenizer":
+        """GPT-2's tokenizer from the bundled ranks: the same ids as tiktoken's "gpt2" encoding."""
+        return cls.from_tiktoken_ranks(load_gpt2_ranks(), GPT2_SPLIT_PATTERN, {ENDOFTEXT: GPT2_EOT_ID})
+
+
+def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """Replace every non-overlapping occurrence of `pair` in `ids`, left to right, by `new_id`."""
+    merged = []
+    i = 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            merged.append(new_id)
+            i += 2
+        else:
+            merged.append(ids[i])
+            i += 1
+    return merged
+
+
+def _bpe_by_rank(ranks: dict[bytes, int], data: bytes, max_rank: int) -> list[bytes]:
+    """tiktoken's rule: join the adjacent parts whose concatenation has the lowest rank below `max_rank`."""
+    parts = [bytes([b]) for b in data]
+    while len(parts) >= 2:
+        best_rank, best_index = max_rank, None
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and rank < best_rank:
+                best_rank, best_index = rank, i
+        if best_index is None:
+            break
+        parts[best_index:best_index + 2] = [parts[best_index] + parts[best_index + 1]]
+    return parts
+
+
+def load_gpt2_ranks(path: str | Path = GPT2_RANKS_PATH) -> dict[bytes, int]:
+    """GPT-2's 50,256 BPE ranks (token bytes -> rank) from the bundled file, checked against its sha256."""
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != GPT2_RANKS_SHA256:
+        raise ValueError(f"{Path(path).name} has sha256 {digest}, expected {GPT2_RANKS_SHA256}: the file is "
+                         "corrupted; rebuild it with `python scripts/fetch_gpt2_ranks.py`")
+    ranks = {}
+    for line in data.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+def gpt2_encoding() -> tiktoken.Encoding:
+    """tiktoken's "gpt2" encoding built offline from the bundled ranks (no download)."""
+    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=load_gpt2_ranks(),
+                             special_tokens={ENDOFTEXT: GPT2_EOT_ID}, explicit_n_vocab=GPT2_EOT_ID + 1)

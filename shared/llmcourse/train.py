@@ -1,0 +1,492 @@
+"""Pretraining: losses, perplexity and bits per byte, AdamW, the learning-rate schedule, the training
+loop, checkpoints, and the course's own pretrained GPT (chapter 5)."""
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import tiktoken
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from llmcourse.data import SlidingWindowDataset, create_dataloader, load_shakespeare
+from llmcourse.generate import generate
+from llmcourse.model import GPTConfig, GPTModel
+from llmcourse.runtime import CACHE_DIR, get_device, set_seed
+from llmcourse.tokenizer import BPETokenizer, gpt2_encoding
+
+Tokenizer = BPETokenizer | tiktoken.Encoding
+
+# --- measuring ------------------------------------------------------------------------------------
+
+
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean negative log-probability of each target token: logits (..., vocab), targets (...)."""
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(f"logits of shape {tuple(logits.shape)} need targets of shape "
+                         f"{tuple(logits.shape[:-1])}, got {tuple(targets.shape)}")
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+
+def batch_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+    """The model's cross-entropy on one batch of (inputs, targets), moved to the model's device."""
+    device = next(model.parameters()).device
+    return cross_entropy(model(inputs.to(device)), targets.to(device))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, max_batches: int | None = None) -> float:
+    """Mean loss per token over a loader (its first `max_batches`), in eval mode and without gradients.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for index, (inputs, targets) in enumerate(loader):
+        if max_batches is not None and index >= max_batches:
+            break
+        total += batch_loss(model, inputs, targets).item() * targets.numel()
+        count += targets.numel()
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("the loader gave no batches to evaluate (is it shorter than one batch with drop_last?)")
+    return total / count
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss): the number of equally likely tokens that would leave a model just as uncertain."""
+    return math.exp(loss)
+
+
+def bits_per_byte(total_nats: float, n_bytes: int) -> float:
+    """Total loss of a text (nats, summed over its tokens) in bits per UTF-8 byte of that text.
+
+    Loss per token depends on how long the tokens are; bits per byte does not, so it compares
+    models with different tokenizers on the same text.
+    """
+    if n_bytes <= 0:
+        raise ValueError(f"n_bytes must be positive, got {n_bytes}")
+    return total_nats / math.log(2) / n_bytes
+
+
+def evaluate_bits_per_byte(model: nn.Module, token_ids: list[int] | Tensor, n_bytes: int,
+                           batch_size: int = 16) -> float:
+    """Bits per byte of a whole tokenized text of `n_bytes` bytes: mean loss over non-overlapping windows.
+
+    The mean loss per token is scaled by the text's tokens per byte (the last partial window,
+    under one context of tokens, is left out of the mean).
+    """
+    context_length = _unwrap(model).cfg.context_length
+    loader = create_dataloader(token_ids, batch_size, context_length, shuffle=False, drop_last=False)
+    return bits_per_byte(evaluate(model, loader) * len(token_ids), n_bytes)
+
+
+# --- optimizing -----------------------------------------------------------------------------------
+
+
+def weight_decay_groups(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Names of the parameters that get weight decay (matrices) and of those that do not (vectors).
+
+    Tied weights appear once, under the first module that owns them.
+    """
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(name)
+    return decay, no_decay
+
+
+def configure_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
+                        betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8) -> torch.optim.AdamW:
+    """AdamW that decays only the weight matrices of Linear and Embedding layers.
+
+    Weight decay pulls weights towards zero to keep them small. For a matrix that is a mild
+    prior; for a bias or a LayerNorm scale (whose neutral value is 1, not 0) it only fights the
+    parameter's job, and those vectors hold too few numbers to overfit, so they are left alone.
+    """
+    decay, no_decay = weight_decay_groups(model)
+    params = dict(model.named_parameters())
+    groups = [{"params": [params[n] for n in decay], "weight_decay": weight_decay},
+              {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+
+
+def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
+    """Learning rate of update `step` (0-based): linear warmup to max_lr, then cosine decay to min_lr.
+
+    Update warmup_steps - 1 is the first at max_lr and update max_steps - 1 the first at min_lr.
+    """
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - 1 - warmup_steps))
+    return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+# --- the training loop ----------------------------------------------------------------------------
+
+
+@dataclass
+class History:
+    """What `train` recorded: every update, every evaluation and every sample."""
+
+    steps: list[int] = field(default_factory=list)  # updates done, 1, 2, ...
+    train_loss: list[float] = field(default_factory=list)  # loss of the batch of that update
+    lr: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)  # global gradient norm before clipping
+    tokens_seen: list[int] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    samples: list[tuple[int, str]] = field(default_factory=list)
+    stopped_by: str = "max_steps"  # or "time_budget"
+    seconds: float = 0.0
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _endless_batches(loader: DataLoader, skip: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """The loader's batches, epoch after epoch, without the first `skip` (already trained on)."""
+    seen = 0
+    while True:
+        for batch in loader:
+            if seen >= skip:
+                yield batch
+            seen += 1
+        if seen == 0:
+            raise ValueError("the training loader gives no batches: the text is shorter than one batch")
+
+
+def _from_rank0(value: float, device: torch.device) -> float:
+    """Under torch.distributed, rank 0's `value` on every rank (so all ranks decide alike); else `value`."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    shared = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(shared, src=0)
+    return shared.item()
+
+
+def sample_text(model: nn.Module, tokenizer: Tokenizer, prompt: str = "\n", max_new_tokens: int = 60,
+                seed: int = 0) -> str:
+    """A continuation of `prompt`, sampled at temperature 0.8 among the top 40 tokens, reproducibly."""
+    model = _unwrap(model)
+    device = next(model.parameters()).device
+    ids = torch.tensor([tokenizer.encode(prompt)], device=device)
+    out = generate(model, ids, max_new_tokens, temperature=0.8, top_k=40, seed=seed)
+    return tokenizer.decode(out[0].tolist())
+
+
+def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
+          val_loader: DataLoader | None, max_steps: int, max_lr: float, min_lr: float = 0.0,
+          warmup_steps: int = 0, grad_clip: float | None = 1.0, eval_every: int = 100,
+          eval_batches: int | None = None, tokenizer: Tokenizer | None = None, sample_every: int | None = None,
+          prompt: str = "\n", sample_tokens: int = 60, time_budget: float | None = None, seed: int = 0,
+          start_step: int = 0, until_step: int | None = None, progress: bool = True,
+          log: Callable[[dict], None] | None = None) -> History:
+    """Train until `max_steps` updates (or `time_budget` seconds), evaluating and sampling on the way.
+
+    Each update: learning rate from `lr_at`, one batch, loss, gradients, global-norm clipping at
+    `grad_clip`, an optimizer step. Validation loss is measured every `eval_every` updates and at the
+    end; with a tokenizer, text is sampled every `sample_every` updates. Dropout is seeded from
+    (seed, step). `until_step` pauses the run early (the schedule still spans `max_steps`). To
+    resume, pass a model and optimizer loaded from a checkpoint, `start_step`, and a loader built as
+    in the original run: its first `start_step` batches are skipped, so the run continues exactly
+    where it stopped. With a time budget the cosine is stretched to end when the
+    budget does, at the speed measured so far. Works on a DistributedDataParallel model too: the
+    clock is then rank 0's, shared by all ranks, so they stop and schedule alike.
+    """
+    until_step = max_steps if until_step is None else until_step
+    if not 0 <= start_step <= until_step <= max_steps:
+        raise ValueError(f"need 0 <= start_step <= until_step <= max_steps, got start_step={start_step}, "
+                         f"until_step={until_step}, max_steps={max_steps}")
+    raw = _unwrap(model)
+    device = next(raw.parameters()).device
+    world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    history = History()
+    batches = _endless_batches(train_loader, skip=start_step)
+    model.train()
+    started = time.perf_counter()
+    bar = tqdm(total=until_step, initial=start_step, desc="training", disable=not progress)
+
+    def measure(step: int, final: bool = False) -> None:
+        """Evaluate and sample when due at `step` (always at the end), once per step."""
+        if val_loader is not None and (final or step % eval_every == 0) and step not in history.eval_steps[-1:]:
+            history.eval_steps.append(step)
+            history.val_loss.append(evaluate(raw, val_loader, eval_batches))
+            if log:
+                log({"event": "eval", "step": step, "val_loss": history.val_loss[-1]})
+        due = sample_every and (final or step % sample_every == 0)
+        if tokenizer is not None and due and step not in [s for s, _ in history.samples[-1:]]:
+            history.samples.append((step, sample_text(raw, tokenizer, prompt, sample_tokens, seed)))
+            if log:
+                log({"event": "sample", "step": step, "text": history.samples[-1][1]})
+
+    step = start_step
+    while step < until_step:
+        measure(step)
+        planned = max_steps
+        if time_budget is not None:
+            elapsed = _from_rank0(time.perf_counter() - started, device)
+            if elapsed > time_budget:
+                history.stopped_by = "time_budget"
+                break
+            done = step - start_step
+            if done >= 10:  # stretch the cosine to end when the budget does, at the speed so far
+                planned = min(max_steps, start_step + int(done * time_budget / elapsed))
+        lr = lr_at(step, max_lr, min_lr, warmup_steps, planned)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        inputs, targets = next(batches)
+        # Seeding from (seed, step) gives a resumed run the same dropout masks as an unbroken one.
+        torch.manual_seed(seed * 1_000_003 + step)
+        loss = batch_loss(model, inputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
+        optimizer.step()
+        step += 1
+        history.steps.append(step)
+        history.train_loss.append(loss.item())
+        history.lr.append(lr)
+        history.grad_norm.append(norm.item())
+        history.tokens_seen.append(step * inputs.numel() * world_size)
+        bar.update(1)
+        bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
+                        val_loss=f"{history.val_loss[-1]:.3f}" if history.val_loss else "-")
+        if log:
+            log({"event": "step", "step": step, "loss": history.train_loss[-1], "lr": lr,
+                 "grad_norm": history.grad_norm[-1], "tokens": history.tokens_seen[-1]})
+    measure(step, final=True)
+    bar.close()
+    history.seconds = time.perf_counter() - started
+    return history
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT = "llmcourse-checkpoint"
+
+
+@dataclass
+class Checkpoint:
+    """What `load_checkpoint` returns: the model (eval mode) and what is needed to resume training."""
+
+    model: GPTModel
+    step: int
+    optimizer_state: dict | None
+    tokenizer: Tokenizer | None
+    extra: dict
+
+
+def _replace_file(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file and rename it, so a crash never leaves a half-written `path`."""
+    temporary = path.with_name(path.name + ".tmp")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def _saved_tensors(model: GPTModel) -> dict[str, Tensor]:
+    """The state dict as stored: a tied output head is the embedding matrix, so it is stored once."""
+    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    if model.cfg.tie_weights:
+        del tensors["out_head.weight"]
+    return tensors
+
+
+def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    step: int = 0, tokenizer: Tokenizer | None = None, extra: dict | None = None) -> Path:
+    """Save a model to a folder: model.safetensors, config.json, and optionally optimizer.pt and tokenizer.json.
+
+    config.json holds the GPTConfig, the step, the tokenizer's kind and `extra` (any JSON data).
+    A tiktoken encoding can only be GPT-2's, recorded by name.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = _unwrap(model)
+    _replace_file(directory / "model.safetensors", lambda p: save_file(_saved_tensors(model), p))
+    for name in ("optimizer.pt", "tokenizer.json"):
+        (directory / name).unlink(missing_ok=True)  # never leave a previous run's file behind
+    if optimizer is not None:
+        _replace_file(directory / "optimizer.pt", lambda p: torch.save(optimizer.state_dict(), p))
+    if isinstance(tokenizer, BPETokenizer):
+        _replace_file(directory / "tokenizer.json", tokenizer.save)
+        tokenizer_kind = "bpe"
+    elif isinstance(tokenizer, tiktoken.Encoding):
+        if tokenizer.name != "gpt2":
+            raise ValueError(f"only GPT-2's tiktoken encoding can be saved by name, got {tokenizer.name!r}")
+        tokenizer_kind = "gpt2"
+    elif tokenizer is None:
+        tokenizer_kind = None
+    else:
+        raise ValueError(f"tokenizer must be a BPETokenizer, GPT-2's tiktoken encoding or None, "
+                         f"got {type(tokenizer).__name__}")
+    config = {"format": CHECKPOINT_FORMAT, "version": 1, "model": model.cfg.to_dict(), "step": step,
+              "tokenizer": tokenizer_kind, "extra": extra or {}}
+    _replace_file(directory / "config.json", lambda p: p.write_text(json.dumps(config, indent=2), encoding="utf-8"))
+    return directory
+
+
+def _read_config(directory: Path) -> dict:
+    path = directory / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint in {directory.name}/: config.json is missing")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{directory.name}/config.json is not valid JSON (corrupt or truncated): {error}") from None
+    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT or config.get("version") != 1:
+        raise ValueError(f"{directory.name}/config.json was not written by save_checkpoint "
+                         f"(expected format {CHECKPOINT_FORMAT!r}, version 1)")
+    for key, kind in (("model", dict), ("step", int), ("extra", dict)):
+        if not isinstance(config.get(key), kind):
+            raise ValueError(f"{directory.name}/config.json needs {key!r} as {kind.__name__}, "
+                             f"got {config.get(key)!r}")
+    return config
+
+
+def _check_tensors(tensors: dict[str, Tensor], expected: dict[str, Tensor], where: str) -> None:
+    """Refuse tensors that do not fit the model the config describes, naming the first differences."""
+    missing = sorted(expected.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - expected.keys())
+    if missing or unexpected:
+        raise ValueError(f"{where} does not match config.json: missing tensors {missing[:5]}, "
+                         f"unexpected tensors {unexpected[:5]}")
+    for name, tensor in expected.items():
+        if tensors[name].shape != tensor.shape:
+            raise ValueError(f"{where} does not match config.json: {name} has shape "
+                             f"{tuple(tensors[name].shape)}, the config needs {tuple(tensor.shape)}")
+
+
+def load_checkpoint(directory: str | Path, device: torch.device | str | None = None) -> Checkpoint:
+    """Load a folder written by `save_checkpoint`; corrupt or mismatched files raise a ValueError."""
+    directory = Path(directory)
+    config = _read_config(directory)
+    try:
+        model_config = GPTConfig(**config["model"])
+    except TypeError as error:
+        raise ValueError(f"{directory.name}/config.json has model settings GPTConfig does not take: {error}") from None
+    model = GPTModel(model_config)
+    path = directory / "model.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{directory.name}/model.safetensors is missing")
+    try:
+        tensors = load_file(path)
+    except SafetensorError as error:
+        raise ValueError(f"{directory.name}/model.safetensors is corrupt or truncated: {error}") from None
+    _check_tensors(tensors, _saved_tensors(model), f"{directory.name}/model.safetensors")
+    if model_config.tie_weights:
+        tensors["out_head.weight"] = tensors["tok_emb.weight"]  # copied into the one shared matrix
+    model.load_state_dict(tensors)
+    model.to(device or get_device()).eval()
+
+    optimizer_state = None
+    if (directory / "optimizer.pt").exists():
+        try:
+            optimizer_state = torch.load(directory / "optimizer.pt", map_location=device or get_device(),
+                                         weights_only=True)
+        except (RuntimeError, EOFError, OSError) as error:
+            raise ValueError(f"{directory.name}/optimizer.pt is corrupt or truncated: {error}") from None
+    if config["tokenizer"] == "bpe":
+        tokenizer = BPETokenizer.load(directory / "tokenizer.json")
+    elif config["tokenizer"] == "gpt2":
+        tokenizer = gpt2_encoding()
+    elif config["tokenizer"] is None:
+        tokenizer = None
+    else:
+        raise ValueError(f"{directory.name}/config.json names an unknown tokenizer {config['tokenizer']!r} "
+                         "(expected 'bpe', 'gpt2' or null)")
+    return Checkpoint(model, config["step"], optimizer_state, tokenizer, config["extra"])
+
+
+# --- the course's pretrained GPT --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """Everything that fixes a pretraining run on the Shakespeare corpus: tokenizer, model, optimizer, seed."""
+
+    vocab_size: int = 2048
+    context_length: int = 128
+    d_model: int = 192
+    n_heads: int = 6
+    n_layers: int = 4
+    dropout: float = 0.0
+    batch_size: int = 16
+    max_steps: int = 1200
+    max_lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup_steps: int = 60
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_windows: int = 128  # validation windows spread evenly over the held-out plays
+    seed: int = 123
+
+    def model_config(self) -> GPTConfig:
+        return GPTConfig(vocab_size=self.vocab_size, context_length=self.context_length, d_model=self.d_model,
+                         n_heads=self.n_heads, n_layers=self.n_layers, dropout=self.dropout)
+
+
+# The chapter-5 model: notebook 02 trains it with these settings, `course_model()` reloads it.
+COURSE_SETTINGS = PretrainSettings()
+COURSE_MODEL_DIR = CACHE_DIR / "course_gpt"
+
+
+def spread_windows_loader(token_ids: list[int] | Tensor, n_windows: int, context_length: int,
+                          batch_size: int) -> DataLoader:
+    """`n_windows` windows spread evenly over a text (a cheap, fixed sample for periodic evaluation)."""
+    span = len(token_ids) - context_length - 1
+    stride = max(1, span // max(1, n_windows - 1))
+    dataset = SlidingWindowDataset(token_ids, context_length, stride)
+    return DataLoader(Subset(dataset, range(min(n_windows, len(dataset)))), batch_size=batch_size)
+
+
+def pretrain_course_model(settings: PretrainSettings = COURSE_SETTINGS, directory: str | Path = COURSE_MODEL_DIR,
+                          device: torch.device | str | None = None,
+                          progress: bool = True) -> tuple[GPTModel, BPETokenizer, History]:
+    """Train the BPE tokenizer and the GPT on the training plays, then save both to `directory`."""
+    device = torch.device(device or get_device())
+    set_seed(settings.seed)
+    train_text, val_text = load_shakespeare("train"), load_shakespeare("val")
+    tokenizer = BPETokenizer.train(train_text, settings.vocab_size)
+    train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
+    model = GPTModel(settings.model_config()).to(device)
+    optimizer = configure_optimizer(model, settings.max_lr, settings.weight_decay)
+    train_loader = create_dataloader(train_ids, settings.batch_size, settings.context_length, seed=settings.seed)
+    val_loader = spread_windows_loader(val_ids, settings.eval_windows, settings.context_length, settings.batch_size)
+    history = train(model, optimizer, train_loader, val_loader, settings.max_steps, settings.max_lr,
+                    settings.min_lr, settings.warmup_steps, settings.grad_clip, settings.eval_every,
+                    seed=settings.seed, progress=progress)
+    val_bpb = evaluate_bits_per_byte(model, val_ids, len(val_text.encode("utf-8")), settings.batch_size)
+    save_checkpoint(directory, model, optimizer, settings.max_steps, tokenizer,
+                    extra={"settings": asdict(settings), "val_bits_per_byte": val_bpb})
+    return model.eval(), tokenizer, history
+
+
+def course_model(device: torch.device | str | None = None) -> tuple[GPTModel, BPETokenizer]:
+    """The chapter-5 GPT and its tokenizer, in eval mode: loaded from the cache, or pretrained (~3 min on a CPU).
+
+    A cached checkpoint is used only if it was trained with `COURSE_SETTINGS`.
+    """
+    try:
+        checkpoint = load_checkpoint(COURSE_MODEL_DIR, device)
+        if checkpoint.extra.get("settings") == asdict(COURSE_SETTINGS) and isinstance(checkpoint.tokenizer,
+                                                                                      BPETokenizer):
+            return checkpoint.model, checkpoint.tokenizer
+    except (FileNotFoundError, ValueError):
+        pass
+    model, tokenizer, _ = pretrain_course_model(COURSE_SETTINGS, COURSE_MODEL_DIR, device)
+    return model, tokenizer

@@ -1,0 +1,104 @@
+"""Corpus loading and sliding-window datasets: window counts, shifted targets, stride, shuffling."""
+
+import shutil
+
+import pytest
+import torch
+
+from llmcourse.data import SHAKESPEARE_DIR, SlidingWindowDataset, create_dataloader, load_plays, load_shakespeare
+
+
+@pytest.mark.parametrize("n_tokens, context_length, stride, expected", [
+    (10, 4, 4, 2),   # windows start at 0 and 4; one starting at 8 would need tokens up to 12
+    (10, 4, 1, 6),   # starts 0..5: the last input is 5..8 and its target ends at token 9
+    (10, 4, 2, 3),   # starts 0, 2, 4
+    (5, 4, 4, 1),    # exactly context_length + 1 tokens give one window
+    (101, 10, 10, 10),
+    (100, 10, 3, 30),
+])
+def test_number_of_windows(n_tokens, context_length, stride, expected):
+    dataset = SlidingWindowDataset(list(range(n_tokens)), context_length, stride)
+    assert len(dataset) == expected
+    last_input, last_target = dataset[len(dataset) - 1]
+    assert int(last_target[-1]) < n_tokens
+
+
+def test_targets_are_inputs_shifted_by_one():
+    ids = [7, 3, 9, 1, 4, 8, 2, 6]
+    dataset = SlidingWindowDataset(ids, context_length=3, stride=2)
+    inputs, targets = dataset[1]
+    assert inputs.tolist() == [9, 1, 4]
+    assert targets.tolist() == [1, 4, 8]
+    for inputs, targets in dataset:
+        assert inputs[1:].tolist() == targets[:-1].tolist()
+
+
+def test_stride_sets_where_windows_start():
+    dataset = SlidingWindowDataset(list(range(20)), context_length=4, stride=3)
+    assert [dataset[i][0][0].item() for i in range(len(dataset))] == [0, 3, 6, 9, 12, 15]
+
+
+def test_out_of_range_window_raises():
+    dataset = SlidingWindowDataset(list(range(10)), context_length=4, stride=4)
+    with pytest.raises(IndexError):
+        dataset[2]
+
+
+def test_text_shorter_than_one_window_raises():
+    with pytest.raises(ValueError, match="too short for one window"):
+        SlidingWindowDataset(list(range(8)), context_length=8, stride=1)
+
+
+def test_bad_context_length_or_stride_raises():
+    with pytest.raises(ValueError, match=">= 1"):
+        SlidingWindowDataset(list(range(8)), context_length=4, stride=0)
+
+
+def test_dataloader_batches_have_the_right_shape():
+    loader = create_dataloader(list(range(1000)), batch_size=8, context_length=16, shuffle=False)
+    inputs, targets = next(iter(loader))
+    assert inputs.shape == targets.shape == (8, 16)
+    assert inputs.dtype == torch.long
+    assert len(loader) == len(SlidingWindowDataset(list(range(1000)), 16, 16)) // 8
+
+
+def _first_tokens(seed: int) -> list[int]:
+    loader = create_dataloader(list(range(2000)), batch_size=4, context_length=10, seed=seed)
+    return [int(inputs[0, 0]) for inputs, _ in loader]
+
+
+def test_shuffling_is_reproducible_from_the_seed():
+    assert _first_tokens(seed=1) == _first_tokens(seed=1)
+    assert _first_tokens(seed=1) != _first_tokens(seed=2)
+    assert _first_tokens(seed=1) != sorted(_first_tokens(seed=1))
+
+
+def test_corpus_has_38_plays_and_4_held_out():
+    plays = load_plays()
+    assert len(plays) == 38
+    assert sorted(p.play for p in plays if p.split == "val") == \
+        ["henry-v", "julius-caesar", "the-tempest", "twelfth-night"]
+    assert len(load_shakespeare("val")) < len(load_shakespeare("train"))
+
+
+def test_unknown_split_raises():
+    with pytest.raises(ValueError, match="split must be"):
+        load_shakespeare("test")
+
+
+def test_tampered_corpus_file_raises(tmp_path):
+    folder = tmp_path / "shakespeare"
+    shutil.copytree(SHAKESPEARE_DIR, folder)
+    path = folder / "hamlet.txt"
+    path.write_text(path.read_text(encoding="utf-8").replace("Who's there?", "Who is there?", 1),
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        load_plays(folder)
+
+
+def test_missing_corpus_file_raises(tmp_path):
+    folder = tmp_path / "shakespeare"
+    shutil.copytree(SHAKESPEARE_DIR, folder)
+    (folder / "macbeth.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="macbeth"):
+        load_plays(folder)

@@ -1,0 +1,123 @@
+"""GPTModel: GPT-2's parameter count, deterministic greedy generation, clear errors, both norm placements."""
+
+import pytest
+import torch
+
+from llmcourse.generate import generate
+from llmcourse.model import GPTConfig, GPTModel, LayerNorm, count_parameters
+
+TINY = dict(vocab_size=50, context_length=16, d_model=32, n_heads=4, n_layers=2, dropout=0.0)
+
+
+def tiny_model(seed: int = 0, **overrides) -> GPTModel:
+    torch.manual_seed(seed)
+    return GPTModel(GPTConfig(**{**TINY, **overrides})).eval()
+
+
+def test_gpt2_small_has_124_439_808_parameters_tied_and_163_037_184_untied():
+    with torch.device("meta"):
+        tied = GPTModel(GPTConfig.gpt2("small"))
+        untied = GPTModel(GPTConfig.gpt2("small", tie_weights=False))
+    assert count_parameters(tied) == 124_439_808
+    assert count_parameters(untied) == 163_037_184
+
+
+def test_gpt2_medium_large_xl_parameter_counts():
+    counts = {}
+    for size in ("medium", "large", "xl"):
+        with torch.device("meta"):
+            counts[size] = count_parameters(GPTModel(GPTConfig.gpt2(size)))
+    assert counts == {"medium": 354_823_168, "large": 774_030_080, "xl": 1_557_611_200}
+
+
+def test_logits_have_shape_batch_tokens_vocab():
+    logits = tiny_model()(torch.zeros(3, 7, dtype=torch.long))
+    assert logits.shape == (3, 7, 50)
+
+
+def test_tied_weights_share_storage_and_untied_do_not():
+    tied, untied = tiny_model(), tiny_model(tie_weights=False)
+    assert tied.out_head.weight is tied.tok_emb.weight
+    assert tied.out_head.weight.data_ptr() == tied.tok_emb.weight.data_ptr()
+    assert untied.out_head.weight.data_ptr() != untied.tok_emb.weight.data_ptr()
+
+
+def test_greedy_generation_is_deterministic_and_matches_argmax_loop():
+    model = tiny_model()
+    prompt = torch.tensor([[1, 2, 3]])
+    first = generate(model, prompt, max_new_tokens=10, temperature=0.0)
+    assert torch.equal(first, generate(model, prompt, max_new_tokens=10, temperature=0.0))
+    ids = prompt
+    with torch.no_grad():
+        for _ in range(10):
+            ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(first, ids)
+
+
+def test_generation_past_the_context_length_crops_the_context():
+    model = tiny_model()
+    prompt = torch.arange(14).unsqueeze(0)
+    out = generate(model, prompt, max_new_tokens=8, temperature=0.0, use_cache=False)
+    assert out.shape == (1, 22)
+    with torch.no_grad():  # the last token was predicted from the last 16 tokens only
+        expected = model(out[:, -17:-1])[:, -1].argmax(-1)
+    assert out[0, -1] == expected
+
+
+def test_input_longer_than_context_raises_clear_error():
+    with pytest.raises(ValueError, match="sequence of 17 tokens exceeds context_length=16"):
+        tiny_model()(torch.zeros(1, 17, dtype=torch.long))
+
+
+@pytest.mark.parametrize("bad_id", [50, -1])
+def test_out_of_vocabulary_id_raises_clear_error(bad_id):
+    token_ids = torch.tensor([[1, 2, bad_id]])
+    with pytest.raises(ValueError, match=rf"token id {bad_id} is outside the vocabulary \(0 .. 49\)"):
+        tiny_model()(token_ids)
+
+
+def test_token_ids_must_be_two_dimensional():
+    with pytest.raises(ValueError, match=r"\(batch, tokens\)"):
+        tiny_model()(torch.zeros(5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_pre_norm_and_post_norm_both_run_and_learn(pre_norm):
+    model = tiny_model(pre_norm=pre_norm).train()
+    token_ids = torch.randint(0, 50, (4, 16), generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        logits = model(token_ids[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), token_ids[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_pre_norm_and_post_norm_differ():
+    token_ids = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        assert not torch.allclose(tiny_model(pre_norm=True)(token_ids), tiny_model(pre_norm=False)(token_ids))
+
+
+def test_layer_norm_matches_torch():
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    ours, reference = LayerNorm(8), torch.nn.LayerNorm(8)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5), ours.bias.uniform_(-0.5, 0.5)
+        reference.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(ours(x), reference(x))
+
+
+def test_kv_cached_forward_matches_full_forward():
+    model = tiny_model()
+    token_ids = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(0))
+    cache = model.new_kv_cache()
+    with torch.no_grad():
+        full = model(token_ids)
+        first = model(token_ids[:, :5], kv_cache=cache)
+        rest = model(token_ids[:, 5:], kv_cache=cache)
+    torch.testing.assert_close(torch.cat([first, rest], dim=1), full, atol=1e-5, rtol=0)

@@ -1,0 +1,269 @@
+"""Tests of llmcourse.train: losses, schedule, optimizer groups, the training loop, checkpoints."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import llmcourse.train as train_module
+from llmcourse.data import create_dataloader, load_shakespeare
+from llmcourse.model import GPTConfig, GPTModel, count_parameters
+from llmcourse.runtime import set_seed
+from llmcourse.train import (PretrainSettings, bits_per_byte, configure_optimizer,
+                             course_model, cross_entropy, evaluate, evaluate_bits_per_byte, load_checkpoint,
+                             lr_at, perplexity, save_checkpoint, train, weight_decay_groups)
+
+CONTEXT = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def byte_ids() -> tuple[list[int], list[int]]:
+    """A little Shakespeare as byte ids (vocabulary 256): training text and held-out text."""
+    return list(load_shakespeare("train")[:30_000].encode()), list(load_shakespeare("val")[:4_000].encode())
+
+
+def tiny_model(seed: int = 0, dropout: float = 0.0, tie_weights: bool = True) -> GPTModel:
+    set_seed(seed)
+    return GPTModel(GPTConfig(vocab_size=256, context_length=CONTEXT, d_model=32, n_heads=4, n_layers=2,
+                              dropout=dropout, tie_weights=tie_weights))
+
+
+def run(model, ids, steps, start_step=0, optimizer=None, **kwargs):
+    optimizer = optimizer or configure_optimizer(model, 3e-3)
+    loader = create_dataloader(ids[0], batch_size=8, context_length=CONTEXT, seed=1)
+    val_loader = create_dataloader(ids[1], batch_size=8, context_length=CONTEXT, shuffle=False)
+    history = train(model, optimizer, loader, val_loader, steps, max_lr=3e-3, min_lr=3e-4,
+                    warmup_steps=5, eval_every=10, start_step=start_step, progress=False, **kwargs)
+    return history, optimizer
+
+
+# --- measuring -------------------------------------------------------------------------------------
+
+
+def test_cross_entropy_matches_torch_loss_module():
+    logits, targets = torch.randn(3, 5, 11), torch.randint(0, 11, (3, 5))
+    reference = torch.nn.CrossEntropyLoss()(logits.transpose(1, 2), targets)  # the (batch, classes, tokens) form
+    torch.testing.assert_close(cross_entropy(logits, targets), reference)
+
+
+def test_cross_entropy_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"targets of shape \(3, 5\)"):
+        cross_entropy(torch.randn(3, 5, 11), torch.zeros(3, 4, dtype=torch.long))
+
+
+def test_perplexity_of_a_uniform_guess_is_the_number_of_choices():
+    loss = F.cross_entropy(torch.zeros(4, 37), torch.tensor([0, 5, 17, 36])).item()
+    assert perplexity(loss) == pytest.approx(37.0)
+
+
+def test_bits_per_byte_converts_nats_to_bits_per_byte():
+    assert bits_per_byte(total_nats=1000 * 8 * math.log(2), n_bytes=1000) == pytest.approx(8.0)
+    with pytest.raises(ValueError, match="n_bytes must be positive"):
+        bits_per_byte(1.0, 0)
+
+
+def test_evaluate_is_the_token_weighted_mean_and_restores_train_mode(byte_ids):
+    model = tiny_model(dropout=0.5)
+    model.train()
+    loader = create_dataloader(byte_ids[1][:400], batch_size=7, context_length=CONTEXT, shuffle=False,
+                               drop_last=False)  # 24 windows: batches of 7, 7, 7 and 3
+    inputs = torch.stack([x for x, _ in loader.dataset])
+    targets = torch.stack([y for _, y in loader.dataset])
+    model.eval()
+    expected = F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten()).item()
+    model.train()
+    assert evaluate(model, loader) == pytest.approx(expected, rel=1e-5)
+    assert model.training
+
+
+def test_bits_per_byte_of_an_untrained_byte_model_is_near_eight(byte_ids):
+    # A fresh model guesses about uniformly over 256 byte values: log2(256) = 8 bits per byte.
+    value = evaluate_bits_per_byte(tiny_model(), byte_ids[1], n_bytes=len(byte_ids[1]))
+    assert 7.9 < value < 8.1
+
+
+# --- optimizing ------------------------------------------------------------------------------------
+
+
+def test_lr_schedule_warms_up_to_max_then_decays_to_min():
+    lrs = [lr_at(step, 1e-3, 1e-4, warmup_steps=10, max_steps=110) for step in range(110)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3) and max(lrs) == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(1e-4)
+    assert lr_at(59, 1e-3, 1e-4, 10, 110) == pytest.approx(0.55e-3, rel=0.05)  # halfway down the cosine
+    assert lr_at(500, 1e-3, 1e-4, 10, 110) == pytest.approx(1e-4)
+
+
+def test_weight_decay_goes_to_matrices_only_and_tied_weights_appear_once():
+    model = tiny_model()
+    decay, no_decay = weight_decay_groups(model)
+    assert "tok_emb.weight" in decay and "pos_emb.weight" in decay and "blocks.0.attn.W_query.weight" in decay
+    assert "out_head.weight" not in decay + no_decay  # tied to tok_emb.weight
+    assert "blocks.0.norm1.weight" in no_decay and "blocks.0.ff.fc_in.bias" in no_decay
+    assert "final_norm.bias" in no_decay and not any(name.endswith("weight") and "norm" not in name
+                                                     for name in no_decay)
+    optimizer = configure_optimizer(model, 1e-3, weight_decay=0.1)
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.1, 0.0]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    assert len({id(p) for p in params}) == len(params)
+    assert sum(p.numel() for p in params) == count_parameters(model)
+
+
+# --- training --------------------------------------------------------------------------------------
+
+
+def test_short_run_lowers_the_validation_loss(byte_ids):
+    history, _ = run(tiny_model(), byte_ids, steps=60)
+    assert history.eval_steps == [0, 10, 20, 30, 40, 50, 60]
+    assert history.val_loss[-1] < 0.75 * history.val_loss[0]
+    assert history.steps == list(range(1, 61)) and history.tokens_seen[-1] == 60 * 8 * CONTEXT
+
+
+def test_gradient_norm_is_clipped_to_grad_clip(byte_ids):
+    model = tiny_model()
+    optimizer = configure_optimizer(model, 0.0)  # lr 0: the update leaves the gradients in place
+    history, _ = run(model, byte_ids, steps=1, optimizer=optimizer, grad_clip=1e-3)
+    clipped = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    assert history.grad_norm[0] > 1e-3 and clipped == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_time_budget_stops_training_before_an_update(byte_ids):
+    history, _ = run(tiny_model(), byte_ids, steps=50, time_budget=0.0)
+    assert history.stopped_by == "time_budget" and history.steps == []
+
+
+def test_samples_are_recorded_at_the_requested_steps(byte_ids):
+    class Bytes:  # the smallest tokenizer: one id per byte
+        def encode(self, text):
+            return list(text.encode())
+
+        def decode(self, ids):
+            return bytes(ids).decode("utf-8", errors="replace")
+
+    history, _ = run(tiny_model(), byte_ids, steps=20, tokenizer=Bytes(), sample_every=10, sample_tokens=5)
+    assert [step for step, _ in history.samples] == [0, 10, 20]
+    assert all(text.startswith("\n") for _, text in history.samples)
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path, byte_ids, tie_weights):
+    model = tiny_model(tie_weights=tie_weights)
+    run(model, byte_ids, steps=5)
+    save_checkpoint(tmp_path, model, step=5, extra={"note": "round trip"})
+    checkpoint = load_checkpoint(tmp_path, device="cpu")
+    inputs = torch.tensor([byte_ids[1][:CONTEXT]])
+    model.eval()
+    assert torch.equal(model(inputs), checkpoint.model(inputs))
+    assert checkpoint.step == 5 and checkpoint.extra == {"note": "round trip"}
+    assert (checkpoint.model.out_head.weight is checkpoint.model.tok_emb.weight) == tie_weights
+
+
+def test_resumed_training_continues_exactly_like_an_unbroken_run(tmp_path, byte_ids):
+    unbroken, _ = run(tiny_model(dropout=0.1), byte_ids, steps=30)
+
+    model = tiny_model(dropout=0.1)
+    _, optimizer = run(model, byte_ids, steps=30, until_step=15)
+    save_checkpoint(tmp_path, model, optimizer, step=15)
+    checkpoint = load_checkpoint(tmp_path, device="cpu")
+    optimizer = configure_optimizer(checkpoint.model, 3e-3)
+    optimizer.load_state_dict(checkpoint.optimizer_state)
+    resumed, _ = run(checkpoint.model, byte_ids, steps=30, start_step=checkpoint.step, optimizer=optimizer)
+
+    assert resumed.steps == list(range(16, 31))
+    assert resumed.train_loss == unbroken.train_loss[15:]
+    assert resumed.val_loss[-1] == unbroken.val_loss[-1]
+
+
+@pytest.fixture
+def saved(tmp_path, byte_ids):
+    model = tiny_model()
+    save_checkpoint(tmp_path, model, configure_optimizer(model, 1e-3), step=3)
+    return tmp_path
+
+
+def test_truncated_safetensors_is_refused(saved):
+    data = (saved / "model.safetensors").read_bytes()
+    (saved / "model.safetensors").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors is corrupt or truncated"):
+        load_checkpoint(saved)
+
+
+def test_invalid_json_config_is_refused(saved):
+    text = (saved / "config.json").read_text()
+    (saved / "config.json").write_text(text[:len(text) // 2])
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        load_checkpoint(saved)
+
+
+def test_config_that_does_not_match_the_tensors_is_refused(saved):
+    config = json.loads((saved / "config.json").read_text())
+    config["model"]["d_model"] = 64
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"tok_emb.weight has shape \(256, 32\), the config needs \(256, 64\)"):
+        load_checkpoint(saved)
+
+
+def test_config_with_unknown_settings_is_refused(saved):
+    config = json.loads((saved / "config.json").read_text())
+    config["model"]["n_experts"] = 8
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="GPTConfig does not take"):
+        load_checkpoint(saved)
+
+
+def test_missing_and_extra_tensors_are_refused(saved):
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(saved / "model.safetensors")
+    del tensors["final_norm.bias"]
+    save_file(tensors, saved / "model.safetensors")
+    with pytest.raises(ValueError, match=r"missing tensors \['final_norm.bias'\]"):
+        load_checkpoint(saved)
+    tensors["final_norm.bias"] = torch.zeros(32)
+    tensors["blocks.9.norm1.weight"] = torch.ones(32)
+    save_file(tensors, saved / "model.safetensors")
+    with pytest.raises(ValueError, match=r"unexpected tensors \['blocks.9.norm1.weight'\]"):
+        load_checkpoint(saved)
+
+
+def test_truncated_optimizer_state_is_refused(saved):
+    data = (saved / "optimizer.pt").read_bytes()
+    (saved / "optimizer.pt").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="optimizer.pt is corrupt or truncated"):
+        load_checkpoint(saved)
+
+
+def test_missing_checkpoint_is_a_clear_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        load_checkpoint(tmp_path)
+
+
+# --- the course model ------------------------------------------------------------------------------
+
+
+def test_course_model_pretrains_once_then_loads_from_the_cache(tmp_path, monkeypatch):
+    settings = PretrainSettings(vocab_size=300, context_length=16, d_model=32, n_heads=4, n_layers=1,
+                                batch_size=4, max_steps=3, warmup_steps=1, eval_every=2, eval_windows=4)
+    monkeypatch.setattr(train_module, "COURSE_SETTINGS", settings)
+    monkeypatch.setattr(train_module, "COURSE_MODEL_DIR", tmp_path / "course_gpt")
+    monkeypatch.setattr(train_module, "load_shakespeare", lambda split: load_shakespeare(split)[:20_000])
+    model, tokenizer = course_model(device="cpu")
+    assert not model.training and tokenizer.vocab_size == 300
+    monkeypatch.setattr(train_module, "pretrain_course_model", lambda *args, **kwargs: pytest.fail("retrained"))
+    again, _ = course_model(device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
