@@ -15,6 +15,7 @@ from pathlib import Path
 
 import regex
 import tiktoken
+from tqdm.auto import tqdm
 
 ENDOFTEXT = "<|endoftext|>"
 UNKNOWN = "<|unk|>"
@@ -155,12 +156,7 @@ class BPETokenizer:
         heapq.heapify(heap)
 
         merges: dict[tuple[int, int], int] = {}
-        new_ids: Iterable[int] = range(256, 256 + n_merges)
-        if show_progress:
-            from tqdm.auto import tqdm  # imported here: tqdm.auto warns at import in a kernel without widgets
-
-            new_ids = tqdm(new_ids, desc="BPE merges")
-        for new_id in new_ids:
+        for new_id in tqdm(range(256, 256 + n_merges), desc="BPE merges", disable=not show_progress):
             best = None
             while heap:
                 negative_count, pair = heapq.heappop(heap)
