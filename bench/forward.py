@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from llmcourse.model import GPTConfig, GPTModel
+from llmcourse.model import GPTConfig
 from llmcourse.weights import gpt_from_transformers
 
 

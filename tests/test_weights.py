@@ -25,10 +25,12 @@ def hf_gpt2(d_model: int, n_heads: int, n_layers: int, vocab_size: int = 97, con
     config = GPT2Config(vocab_size=vocab_size, n_positions=context_length, n_embd=d_model, n_head=n_heads,
                         n_layer=n_layers, bos_token_id=0, eos_token_id=0)
     model = GPT2LMHeadModel(config).eval()
-    with torch.no_grad():  # GPT-2 initialises biases and LayerNorms to 0 and 1: make them matter
+    with torch.no_grad():  # make biases, LayerNorms and attention patterns far from their trivial init
         for name, param in model.named_parameters():
             if name.endswith("bias") or ".ln_" in name:
                 param.add_(0.05 * torch.randn_like(param))
+            if name.endswith("attn.c_attn.weight"):
+                param.mul_(10.0)
     return model
 
 

@@ -459,10 +459,10 @@ def pretrain_course_model(settings: PretrainSettings = COURSE_SETTINGS, director
                           progress: bool = True) -> tuple[GPTModel, BPETokenizer, History]:
     """Train the BPE tokenizer and the GPT on the training plays, then save both to `directory`."""
     device = torch.device(device or get_device())
-    set_seed(settings.seed)
     train_text, val_text = load_shakespeare("train"), load_shakespeare("val")
     tokenizer = BPETokenizer.train(train_text, settings.vocab_size)
     train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
+    set_seed(settings.seed)
     model = GPTModel(settings.model_config()).to(device)
     optimizer = configure_optimizer(model, settings.max_lr, settings.weight_decay)
     train_loader = create_dataloader(train_ids, settings.batch_size, settings.context_length, seed=settings.seed)

@@ -146,14 +146,15 @@ def config_from_gpt2_state_dict(state_dict: Mapping[str, Tensor], n_heads: int |
     return GPTConfig(**{**settings, **overrides})
 
 
-def config_from_hf_config(hf_config, **overrides) -> GPTConfig:
+def config_from_hf_config(hf_config: "Mapping | transformers.GPT2Config", **overrides) -> GPTConfig:
     """The GPTConfig for a Hugging Face GPT2Config (or its config.json as a dict).
 
     Raises a ValueError for settings GPTModel does not implement (another activation, inner
     width or LayerNorm epsilon). `overrides` set other fields (e.g. dropout=0.0).
     """
-    get = hf_config.get if isinstance(hf_config, Mapping) else lambda key, default=None: getattr(
-        hf_config, key, default)
+    def get(key: str, default=None):
+        return hf_config.get(key, default) if isinstance(hf_config, Mapping) else getattr(hf_config, key, default)
+
     d_model = get("n_embd", 768)
     unsupported = []
     if get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
@@ -175,7 +176,7 @@ def config_from_hf_config(hf_config, **overrides) -> GPTConfig:
     return GPTConfig(**{**settings, **overrides})
 
 
-def gpt_from_transformers(hf_model) -> GPTModel:
+def gpt_from_transformers(hf_model: "transformers.GPT2LMHeadModel") -> GPTModel:
     """A GPTModel with the same configuration and weights as a `transformers` GPT2LMHeadModel."""
     model = GPTModel(config_from_hf_config(hf_model.config))
     load_gpt2_weights(model, hf_model.state_dict())

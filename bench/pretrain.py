@@ -1,0 +1,84 @@
+"""Benchmark: the course GPT with its BPE against a character-level "baby GPT", same CPU time budget.
+
+Both train on the 34 training plays for the same wall-clock budget (3 minutes each by default)
+with the same optimizer recipe (AdamW, warmup then cosine decay stretched to the budget, gradient
+clipping), and both are scored on the 4 held-out plays in bits per byte, which does not depend on
+the tokenizer. Usage:
+
+    python bench/pretrain.py                 # 3 minutes per model
+    python bench/pretrain.py --budget 30     # a quick look
+"""
+
+import argparse
+import os
+import time
+
+import torch
+
+from llmcourse.data import create_dataloader, load_shakespeare
+from llmcourse.model import GPTConfig, GPTModel, count_parameters
+from llmcourse.runtime import get_device, set_seed
+from llmcourse.tokenizer import BPETokenizer
+from llmcourse.train import (COURSE_SETTINGS, configure_optimizer, evaluate_bits_per_byte,
+                             spread_windows_loader, train)
+
+# The classic character-level "baby GPT": 4 layers, 4 heads, 128 dimensions, 64 characters, batch 12.
+BABY_GPT = dict(n_layers=4, n_heads=4, d_model=128, context_length=64, batch_size=12)
+
+
+def run(name: str, config: GPTConfig, batch_size: int, train_ids: list[int], val_ids: list[int],
+        val_bytes: int, budget: float, device: torch.device) -> dict:
+    """Train one model for `budget` seconds with the course's optimizer recipe; score it on the held-out plays."""
+    settings = COURSE_SETTINGS
+    set_seed(settings.seed)
+    model = GPTModel(config).to(device)
+    optimizer = configure_optimizer(model, settings.max_lr, settings.weight_decay)
+    train_loader = create_dataloader(train_ids, batch_size, config.context_length, seed=settings.seed)
+    val_loader = spread_windows_loader(val_ids, settings.eval_windows, config.context_length, batch_size)
+    history = train(model, optimizer, train_loader, val_loader, max_steps=10**9, max_lr=settings.max_lr,
+                    min_lr=settings.min_lr, warmup_steps=settings.warmup_steps, grad_clip=settings.grad_clip,
+                    eval_every=10**9, time_budget=budget, seed=settings.seed)
+    bpb = evaluate_bits_per_byte(model, val_ids, val_bytes, batch_size=32)
+    return {"model": name, "parameters": count_parameters(model), "steps": history.steps[-1],
+            "tokens": history.tokens_seen[-1], "seconds": history.seconds, "bits per byte": bpb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, default=180.0, help="training seconds per model (default: 180)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    args = parser.parse_args()
+    device = get_device() if args.device == "auto" else torch.device(args.device)
+    print(f"device {device}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} at start")
+
+    train_text, val_text = load_shakespeare("train"), load_shakespeare("val")
+    val_bytes = len(val_text.encode("utf-8"))
+    started = time.perf_counter()
+    tokenizer = BPETokenizer.train(train_text, COURSE_SETTINGS.vocab_size)
+    bpe_train, bpe_val = tokenizer.encode(train_text), tokenizer.encode(val_text)
+    print(f"BPE tokenizer ({tokenizer.vocab_size} tokens) trained and applied in {time.perf_counter() - started:.1f} s "
+          "(not counted in the budget)")
+    characters = sorted(set(train_text))
+    char_to_id = {ch: i for i, ch in enumerate(characters)}
+    char_train, char_val = [char_to_id[ch] for ch in train_text], [char_to_id[ch] for ch in val_text]
+
+    course_config = COURSE_SETTINGS.model_config()
+    baby_config = GPTConfig(vocab_size=len(characters), dropout=0.0,
+                            **{k: v for k, v in BABY_GPT.items() if k != "batch_size"})
+    results = [
+        run(f"course GPT, BPE {tokenizer.vocab_size}", course_config, COURSE_SETTINGS.batch_size, bpe_train,
+            bpe_val, val_bytes, args.budget, device),
+        run(f"baby GPT, {len(characters)} characters", baby_config, BABY_GPT["batch_size"], char_train, char_val,
+            val_bytes, args.budget, device),
+    ]
+    print(f"\n{'model':28s} {'parameters':>10s} {'steps':>6s} {'tokens':>10s} {'seconds':>7s} {'bits/byte':>9s}")
+    for r in results:
+        print(f"{r['model']:28s} {r['parameters']:>10,d} {r['steps']:>6d} {r['tokens']:>10,d} "
+              f"{r['seconds']:>7.1f} {r['bits per byte']:>9.3f}")
+    ratio = results[0]["bits per byte"] / results[1]["bits per byte"]
+    print(f"\ncourse GPT / baby GPT bits per byte on the held-out plays: {ratio:.3f} (lower is better for the course model)")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
