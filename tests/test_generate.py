@@ -8,9 +8,6 @@ import torch
 from llmcourse.generate import filter_logits, generate, next_token
 from llmcourse.model import GPTConfig, GPTModel
 
-logits_process = pytest.importorskip("transformers.generation.logits_process")
-
-
 @pytest.fixture(scope="module")
 def model() -> GPTModel:
     torch.manual_seed(0)
@@ -144,6 +141,7 @@ def test_top_p_of_one_keeps_every_token():
 
 
 def test_filters_match_transformers_warpers():
+    logits_process = pytest.importorskip("transformers.generation.logits_process")
     logits = torch.randn(8, 200, generator=torch.Generator().manual_seed(1)) * 3
     for k in (1, 7, 64):
         expected = logits_process.TopKLogitsWarper(top_k=k)(None, logits.clone())

@@ -420,18 +420,18 @@ class PretrainSettings:
 
     vocab_size: int = 2048
     context_length: int = 128
-    d_model: int = 192
-    n_heads: int = 6
+    d_model: int = 128
+    n_heads: int = 4
     n_layers: int = 4
     dropout: float = 0.0
-    batch_size: int = 16
-    max_steps: int = 1200
+    batch_size: int = 8
+    max_steps: int = 2400
     max_lr: float = 2e-3
     min_lr: float = 2e-4
     warmup_steps: int = 60
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    eval_every: int = 100
+    eval_every: int = 200
     eval_windows: int = 128  # validation windows spread evenly over the held-out plays
     seed: int = 123
 
