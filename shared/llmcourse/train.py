@@ -425,7 +425,7 @@ class PretrainSettings:
     n_layers: int = 4
     dropout: float = 0.0
     batch_size: int = 8
-    max_steps: int = 2400
+    max_steps: int = 2800
     max_lr: float = 2e-3
     min_lr: float = 2e-4
     warmup_steps: int = 60
