@@ -26,7 +26,7 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
             sorted_probs = torch.softmax(sorted_logits, dim=-1)
             # Drop a token when the tokens ranked above it already reach top_p (the first is always kept).
             drop_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= top_p
-            drop = drop_sorted.scatter(-1, order, drop_sorted)
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
             logits = logits.masked_fill(drop, float("-inf"))
     return logits
 

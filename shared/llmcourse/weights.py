@@ -88,7 +88,7 @@ def gpt2_state_dict_to_ours(state_dict: Mapping[str, Tensor], cfg: GPTConfig) ->
     gpt2 = _strip_prefix(state_dict)
     check_gpt2_state_dict({name: tensor.shape for name, tensor in gpt2.items()}, cfg)
     head = gpt2.get("lm_head.weight", gpt2["wte.weight"])
-    if cfg.tie_weights and not torch.equal(head, gpt2["wte.weight"]):
+    if cfg.tie_weights and head is not gpt2["wte.weight"] and not torch.equal(head, gpt2["wte.weight"]):
         raise ValueError("lm_head.weight differs from wte.weight, but cfg.tie_weights=True; "
                          "use a config with tie_weights=False for an untied checkpoint")
 
