@@ -219,7 +219,9 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
     batches = _endless_batches(train_loader, skip=start_step)
     model.train()
     started = time.perf_counter()
-    bar = tqdm(total=until_step, initial=start_step, desc="training", disable=not progress)
+    # Redraw at most once every 2 s: a notebook's progress widget sends messages on every redraw,
+    # and thousands of them overflow the kernel's output queue.
+    bar = tqdm(total=until_step, initial=start_step, desc="training", disable=not progress, mininterval=2.0)
 
     def measure(step: int, final: bool = False) -> None:
         """Evaluate and sample when due at `step` (always at the end), once per step."""
@@ -263,9 +265,9 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
         history.lr.append(lr)
         history.grad_norm.append(norm.item())
         history.tokens_seen.append(step * inputs.numel() * world_size)
-        bar.update(1)
         bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
-                        val_loss=f"{history.val_loss[-1]:.3f}" if history.val_loss else "-")
+                        val_loss=f"{history.val_loss[-1]:.3f}" if history.val_loss else "-", refresh=False)
+        bar.update(1)
         if log:
             log({"event": "step", "step": step, "loss": history.train_loss[-1], "lr": lr,
                  "grad_norm": history.grad_norm[-1], "tokens": history.tokens_seen[-1]})
