@@ -195,7 +195,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
           eval_batches: int | None = None, tokenizer: Tokenizer | None = None, sample_every: int | None = None,
           prompt: str = "\n", sample_tokens: int = 60, time_budget: float | None = None, seed: int = 0,
           start_step: int = 0, until_step: int | None = None, progress: bool = True,
-          log: Callable[[dict], None] | None = None) -> History:
+          log: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.perf_counter) -> History:
     """Train until `max_steps` updates (or `time_budget` seconds), evaluating and sampling on the way.
 
     Each update: learning rate from `lr_at`, one batch, loss, gradients, global-norm clipping at
@@ -204,9 +204,10 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
     (seed, step). `until_step` pauses the run early (the schedule still spans `max_steps`). To
     resume, pass a model and optimizer loaded from a checkpoint, `start_step`, and a loader built as
     in the original run: its first `start_step` batches are skipped, so the run continues exactly
-    where it stopped. With a time budget the cosine is stretched to end when the
-    budget does, at the speed measured so far. Works on a DistributedDataParallel model too: the
-    clock is then rank 0's, shared by all ranks, so they stop and schedule alike.
+    where it stopped. With a time budget the cosine is stretched to end when the budget does, at
+    the speed measured so far; `clock` measures it (wall time, or `time.process_time` for CPU time).
+    Works on a DistributedDataParallel model too: the clock is then rank 0's, shared by all ranks,
+    so they stop and schedule alike.
     """
     until_step = max_steps if until_step is None else until_step
     if not 0 <= start_step <= until_step <= max_steps:
@@ -218,7 +219,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
     history = History()
     batches = _endless_batches(train_loader, skip=start_step)
     model.train()
-    started = time.perf_counter()
+    started = clock()
     # Redraw at most once every 2 s: a notebook's progress widget sends messages on every redraw,
     # and thousands of them overflow the kernel's output queue.
     bar = tqdm(total=until_step, initial=start_step, desc="training", disable=not progress, mininterval=2.0)
@@ -241,7 +242,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
         measure(step)
         planned = max_steps
         if time_budget is not None:
-            elapsed = _from_rank0(time.perf_counter() - started, device)
+            elapsed = _from_rank0(clock() - started, device)
             if elapsed > time_budget:
                 history.stopped_by = "time_budget"
                 break
@@ -273,7 +274,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
                  "grad_norm": history.grad_norm[-1], "tokens": history.tokens_seen[-1]})
     measure(step, final=True)
     bar.close()
-    history.seconds = time.perf_counter() - started
+    history.seconds = clock() - started
     return history
 
 
