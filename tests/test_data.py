@@ -73,17 +73,23 @@ def test_shuffling_is_reproducible_from_the_seed():
     assert _first_tokens(seed=1) != sorted(_first_tokens(seed=1))
 
 
-def test_corpus_has_38_plays_and_4_held_out():
+def test_corpus_splits_by_whole_play_with_every_genre_in_val_and_test():
     plays = load_plays()
     assert len(plays) == 38
-    assert sorted(p.play for p in plays if p.split == "val") == \
-        ["henry-v", "julius-caesar", "the-tempest", "twelfth-night"]
-    assert len(load_shakespeare("val")) < len(load_shakespeare("train"))
+    genres = {p.genre for p in plays}
+    for split, size in (("train", 26), ("val", 6), ("test", 6)):
+        chosen = [p for p in plays if p.split == split]
+        assert len(chosen) == size
+        assert {p.genre for p in chosen} == genres
+    assert {p.split for p in plays} == {"train", "val", "test"}
+    texts = {split: load_shakespeare(split) for split in ("train", "val", "test")}
+    assert len(texts["val"]) < len(texts["train"]) and len(texts["test"]) < len(texts["train"])
+    assert texts["val"][:2000] not in texts["train"] and texts["test"][:2000] not in texts["val"]
 
 
 def test_unknown_split_raises():
     with pytest.raises(ValueError, match="split must be"):
-        load_shakespeare("test")
+        load_shakespeare("validation")
 
 
 def test_tampered_corpus_file_raises(tmp_path):

@@ -12,11 +12,14 @@ from torch.utils.data import DataLoader, Dataset
 from llmcourse.runtime import DATA_DIR
 
 SHAKESPEARE_DIR = DATA_DIR / "shakespeare"
+SPLITS = ("train", "val", "test")
+# sha256 of the committed plays.csv: the index is checked like the plays it lists (see data/README.md).
+PLAYS_INDEX_SHA256 = "4d2e131a3b411d6d1433398110204034d0deafd2ac95f93cba517c8739d2f715"
 
 
 @dataclass(frozen=True)
 class Play:
-    """One play of the corpus: its file name, title, genre, split ("train" or "val") and text."""
+    """One play of the corpus: its file name, title, genre, split ("train", "val" or "test") and text."""
 
     play: str
     title: str
@@ -25,11 +28,15 @@ class Play:
     text: str
 
 
-def load_plays(folder: Path = SHAKESPEARE_DIR) -> list[Play]:
-    """All plays listed in plays.csv, each checked against its recorded sha256."""
+def load_plays(folder: Path = SHAKESPEARE_DIR, index_sha256: str | None = PLAYS_INDEX_SHA256) -> list[Play]:
+    """All plays listed in plays.csv, the index checked against `index_sha256` (None skips that, for a
+    corpus of your own) and each play against the sha256 the index records."""
     index = Path(folder) / "plays.csv"
     if not index.exists():
         raise FileNotFoundError(f"{index} is missing: rebuild it with `python scripts/build_shakespeare.py`")
+    if index_sha256 is not None and hashlib.sha256(index.read_bytes()).hexdigest() != index_sha256:
+        raise ValueError(f"{index} does not match its recorded sha256: the index was changed, truncated or "
+                         "corrupted; rebuild it with `python scripts/build_shakespeare.py`")
     plays = []
     with open(index, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
@@ -40,14 +47,22 @@ def load_plays(folder: Path = SHAKESPEARE_DIR) -> list[Play]:
             if hashlib.sha256(data).hexdigest() != row["sha256"]:
                 raise ValueError(f"{path} does not match the sha256 in plays.csv: the file was changed or "
                                  "corrupted; rebuild it with `python scripts/build_shakespeare.py`")
+            if row["split"] not in SPLITS:
+                raise ValueError(f"{index}: play {row['play']!r} has split {row['split']!r}; expected one of {SPLITS}")
             plays.append(Play(row["play"], row["title"], row["genre"], row["split"], data.decode("utf-8")))
+    if not plays:
+        raise ValueError(f"{index} lists no plays: rebuild it with `python scripts/build_shakespeare.py`")
     return plays
 
 
 def load_shakespeare(split: str = "train", folder: Path = SHAKESPEARE_DIR) -> str:
-    """The text of every play in `split` ("train", "val" or "all"), joined by blank lines."""
-    if split not in ("train", "val", "all"):
-        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+    """The text of every play in `split`, joined by blank lines.
+
+    "train" is for fitting, "val" for every choice (settings, learning rates, early stopping), "test" for
+    the number reported once at the end; "all" joins every play.
+    """
+    if split not in (*SPLITS, "all"):
+        raise ValueError(f"split must be 'train', 'val', 'test' or 'all', got {split!r}")
     return "\n\n".join(p.text for p in load_plays(folder) if split == "all" or p.split == split)
 
 
