@@ -2,7 +2,9 @@
 
 import torch
 
-from llmcourse.runtime import DATA_DIR, REPO_ROOT, get_device, set_seed
+import pytest
+
+from llmcourse.runtime import DATA_DIR, REPO_ROOT, get_device, recommended_threads, set_seed
 
 
 def test_device_is_pinned_by_environment(monkeypatch):
@@ -24,3 +26,19 @@ def test_set_seed_repeats_draws():
 def test_data_folder_is_inside_the_repository():
     assert (REPO_ROOT / "pyproject.toml").exists()
     assert (DATA_DIR / "shakespeare" / "plays.csv").exists()
+
+
+def test_threads_leave_a_core_free_unless_set(monkeypatch):
+    monkeypatch.delenv("LLMCOURSE_THREADS", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    for cores, expected in [(1, 1), (2, 1), (4, 3), (16, 8)]:
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        assert recommended_threads() == expected
+    monkeypatch.setenv("LLMCOURSE_THREADS", "3")
+    assert recommended_threads() == 3
+
+
+def test_bad_thread_setting_raises(monkeypatch):
+    monkeypatch.setenv("LLMCOURSE_THREADS", "two")
+    with pytest.raises(ValueError, match="LLMCOURSE_THREADS must be a positive integer"):
+        recommended_threads()

@@ -1,7 +1,7 @@
 """llmcourse: the code built in the course notebooks, promoted chapter by chapter.
 
 Modules, in the order the course builds them:
-    runtime    device choice, seeding and the repository's data and cache folders
+    runtime    device and thread choice, seeding and the repository's data and cache folders
     tokenizer  regex tokenizer, byte-level BPE, GPT-2's encoding (chapter 2)
     data       corpus loaders, sliding-window datasets and loaders (chapter 2)
     attention  multi-head attention: causal or bidirectional, self or cross (chapter 3)
@@ -11,4 +11,9 @@ Modules, in the order the course builds them:
     train      losses, evaluation, the training loop and checkpoints (chapter 5)
 """
 
+from llmcourse.runtime import use_recommended_threads
+
 __version__ = "0.1.0"
+
+# Leave one core to the rest of the machine (see runtime.recommended_threads); LLMCOURSE_THREADS overrides.
+use_recommended_threads()

@@ -1,4 +1,4 @@
-"""Where the course runs: device choice, seeding, and the repository's data and cache folders."""
+"""Where the course runs: device and thread-count choice, seeding, and the repository's data and cache folders."""
 
 import os
 import random
@@ -29,3 +29,26 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def recommended_threads() -> int:
+    """CPU threads for PyTorch: $LLMCOURSE_THREADS if set, else one fewer than the cores this process may use.
+
+    PyTorch's default (one thread per core) collapses when another program takes a core: every
+    parallel region waits for its slowest thread. Leaving one core free costs a little speed on an
+    idle machine and avoids that collapse; bench/threads.py measures both.
+    """
+    requested = os.environ.get("LLMCOURSE_THREADS")
+    if requested:
+        if not requested.isdigit() or int(requested) < 1:
+            raise ValueError(f"LLMCOURSE_THREADS must be a positive integer, got {requested!r}")
+        return int(requested)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores - 1))
+
+
+def use_recommended_threads() -> int:
+    """Set PyTorch's intra-op thread count to `recommended_threads()` and return it."""
+    threads = recommended_threads()
+    torch.set_num_threads(threads)
+    return threads
