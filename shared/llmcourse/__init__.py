@@ -9,6 +9,7 @@ Modules, in the order the course builds them:
     generate   greedy and sampled decoding, with a key-value cache (chapters 4 and 5)
     weights    loading GPT-2-layout state dicts into GPTModel (chapter 4)
     train      losses, evaluation, the training loop and checkpoints (chapter 5)
+    diagrams   drawn figures of the model's structure (chapters 3-5)
 """
 
 from llmcourse.runtime import use_recommended_threads
