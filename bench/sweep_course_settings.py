@@ -3,10 +3,14 @@
 Every configuration gets the same compute: parameters × training tokens = COMPUTE (the number of
 updates follows from the model's size and tokens per update), so a bigger model trains on fewer
 tokens. Each is scored in bits per byte on all of the validation plays; the test plays are never
-read. The winner became `llmcourse.train.COURSE_SETTINGS`; notebook 5B quotes the table this writes.
+read. Two stages: first the peak learning rate for the base shape, then changes of shape, vocabulary
+and batch at the best learning rate of the first stage (and the same settings with another seed, to
+see how noisy one run is). The winner became `llmcourse.train.COURSE_SETTINGS`; notebook 5B quotes the
+table this writes. Each result is merged into the table as soon as it is measured.
 
     python bench/sweep_course_settings.py                  # every configuration, 2 at a time, 1 thread each
     python bench/sweep_course_settings.py --workers 1      # one at a time
+    python bench/sweep_course_settings.py --only "base, seed 7"   # some, merged into the results file
 """
 
 import argparse
@@ -33,15 +37,20 @@ RESULTS = Path(__file__).resolve().parent / "results" / "course_settings_sweep.c
 
 BASE = PretrainSettings(vocab_size=2048, context_length=128, d_model=128, n_heads=4, n_layers=4, batch_size=8,
                         max_lr=2e-3, min_lr=2e-4, warmup_steps=60)
+FAST = replace(BASE, max_lr=4e-3, min_lr=4e-4)  # the best learning rate of stage 1
 CANDIDATES = {
-    "base": BASE,
+    # stage 1: the peak learning rate (the minimum is a tenth of it)
     "lr 1e-3": replace(BASE, max_lr=1e-3, min_lr=1e-4),
-    "lr 4e-3": replace(BASE, max_lr=4e-3, min_lr=4e-4),
-    "vocab 1024": replace(BASE, vocab_size=1024),
-    "vocab 4096": replace(BASE, vocab_size=4096),
-    "d_model 96": replace(BASE, d_model=96),
-    "d_model 160": replace(BASE, d_model=160),
-    "batch 16 x context 64": replace(BASE, batch_size=16, context_length=64),
+    "lr 2e-3": BASE,
+    "lr 4e-3": FAST,
+    "lr 8e-3": replace(BASE, max_lr=8e-3, min_lr=8e-4),
+    # stage 2: at lr 4e-3
+    "lr 4e-3, vocab 1024": replace(FAST, vocab_size=1024),
+    "lr 4e-3, vocab 4096": replace(FAST, vocab_size=4096),
+    "lr 4e-3, d_model 96": replace(FAST, d_model=96),
+    "lr 4e-3, batch 16 x context 64": replace(FAST, batch_size=16, context_length=64),
+    "lr 4e-3, batch 4": replace(FAST, batch_size=4),
+    "lr 4e-3, seed 7": replace(FAST, seed=7),  # the same settings, another seed: how noisy is one run?
 }
 
 
@@ -77,21 +86,35 @@ def run(name: str) -> dict:
     return result
 
 
+def merge(result: dict) -> list[dict]:
+    """Add one result to the results file (replacing an earlier one of the same name), best first."""
+    rows = []
+    if RESULTS.exists():
+        with open(RESULTS, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.DictReader(f) if row["name"] != result["name"] and row["name"] in CANDIDATES]
+    rows.append(result)
+    rows.sort(key=lambda row: float(row["val_bits_per_byte"]))
+    RESULTS.parent.mkdir(exist_ok=True)
+    with open(RESULTS, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(result), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="configurations trained at once (default: 2)")
+    parser.add_argument("--only", nargs="+", choices=list(CANDIDATES), metavar="NAME",
+                        help="train only these candidates and merge them into the existing results file")
     args = parser.parse_args()
     print(f"compute per configuration {COMPUTE:.2e} parameter-tokens; load average {os.getloadavg()[0]:.2f}")
     started = time.perf_counter()
+    names = args.only or list(CANDIDATES)
     with mp.get_context("spawn").Pool(args.workers) as pool:
-        results = pool.map(run, list(CANDIDATES), chunksize=1)
-    results.sort(key=lambda r: r["val_bits_per_byte"])
-    RESULTS.parent.mkdir(exist_ok=True)
-    with open(RESULTS, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(results)
-    print(f"\nbest on the validation plays: {results[0]['name']} ({results[0]['val_bits_per_byte']:.4f} bits/byte); "
+        for result in pool.imap_unordered(run, names):
+            results = merge(result)
+    print(f"\nbest on the validation plays: {results[0]['name']} ({float(results[0]['val_bits_per_byte']):.4f} bits/byte); "
           f"wrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS} "
           f"in {time.perf_counter() - started:.0f} s")
 
