@@ -2,13 +2,18 @@
 
 Every rank reads the same text but trains on different windows of it; gradients are averaged
 across ranks, so all ranks hold identical weights. Rank 0 shows the progress bar, writes the
-JSON-lines log and the checkpoint, and prints the final validation loss and bits per byte.
+JSON-lines log and the checkpoint (every --save-every updates, at the end, and when SIGINT or
+SIGTERM asks the run to stop), and prints the final validation loss and bits per byte.
 """
 
 import argparse
 import hashlib
 import json
+import math
 import os
+import signal
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,11 +24,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from llmcourse.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
 from llmcourse.data import SlidingWindowDataset, create_dataloader, load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
 from llmcourse.runtime import get_device, set_seed
 from llmcourse.tokenizer import BPETokenizer, gpt2_encoding
-from llmcourse.train import (COURSE_SETTINGS, bits_per_byte, configure_optimizer, evaluate, load_checkpoint, save_checkpoint,
+from llmcourse.train import (COURSE_SETTINGS, bits_per_byte, configure_optimizer, evaluate,
                              spread_windows_loader, train)
 
 PRESETS = {
@@ -34,10 +40,28 @@ PRESETS = {
 }
 
 
+def number(kind: type, least: float, above: bool = False, below: float | None = None):
+    """An argparse type: a finite `kind` >= least (> least when `above`; < below when given)."""
+    bounds = f"{'>' if above else '>='} {least}" + (f" and < {below}" if below is not None else "")
+    name = "an integer" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}; give {name} {bounds}") from None
+        if not math.isfinite(value) or value < least or (above and value == least) or \
+                (below is not None and value >= below):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; give {name} {bounds}")
+        return value
+    return parse
+
+
 EXAMPLES = """examples:
   python scripts/pretrain.py --max-steps 1200                      the course model on the course corpus
   python scripts/pretrain.py --train-text a.txt b.txt --val-text c.txt --preset tiny --time-budget 60
   python scripts/pretrain.py --max-steps 2400 --resume              continue the run in runs/pretrain
+  (Ctrl-C or SIGTERM saves a checkpoint and exits; --resume continues from it)
   torchrun --standalone --nproc_per_node=2 scripts/pretrain.py --preset tiny --max-steps 200
 """
 
@@ -45,7 +69,7 @@ EXAMPLES = """examples:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Pretrain a GPT on UTF-8 text files (default: the course's Shakespeare corpus, with\n"
-                    "its four held-out plays for validation). Runs with plain python on one device (CPU,\n"
+                    "its six validation plays). Runs with plain python on one device (CPU,\n"
                     "CUDA or Apple MPS), or under torchrun with DistributedDataParallel on several processes.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data and tokenizer")
@@ -56,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--tokenizer", choices=["bpe", "gpt2"], default="bpe",
                       help="bpe: the course's byte-level BPE, trained on the training text; "
                            "gpt2: GPT-2's encoding, 50,257 ids (default: %(default)s)")
-    data.add_argument("--vocab-size", type=int, default=COURSE_SETTINGS.vocab_size, metavar="N",
+    data.add_argument("--vocab-size", type=number(int, 257), default=COURSE_SETTINGS.vocab_size, metavar="N",
                       help="vocabulary size of the BPE tokenizer (default: %(default)s)")
 
     model = parser.add_argument_group("model: a preset, with any of its sizes overridden by a flag")
@@ -64,46 +88,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="; ".join(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items())}"
                                       for name, values in PRESETS.items()) + " (default: %(default)s)")
     for flag in ("n-layers", "d-model", "n-heads", "context-length"):
-        model.add_argument(f"--{flag}", type=int, metavar="N")
-    model.add_argument("--dropout", type=float, default=COURSE_SETTINGS.dropout, metavar="P",
+        model.add_argument(f"--{flag}", type=number(int, 1), metavar="N")
+    model.add_argument("--dropout", type=number(float, 0, below=1), default=COURSE_SETTINGS.dropout, metavar="P",
                        help="dropout probability (default: %(default)s)")
 
     optim = parser.add_argument_group("optimization (give --max-steps, --time-budget or both)")
-    optim.add_argument("--max-steps", type=int, metavar="N", help="number of updates; the schedule ends there")
-    optim.add_argument("--time-budget", type=float, metavar="SECONDS",
+    optim.add_argument("--max-steps", type=number(int, 1), metavar="N", help="number of updates; the schedule ends there")
+    optim.add_argument("--time-budget", type=number(float, 0, above=True), metavar="SECONDS",
                        help="stop after this many seconds; the learning rate reaches --min-lr as time runs out")
-    optim.add_argument("--batch-size", type=int, default=COURSE_SETTINGS.batch_size, metavar="N",
+    optim.add_argument("--batch-size", type=number(int, 1), default=COURSE_SETTINGS.batch_size, metavar="N",
                        help="windows per update on each process (default: %(default)s)")
-    optim.add_argument("--lr", type=float, default=COURSE_SETTINGS.max_lr,
+    optim.add_argument("--lr", type=number(float, 0, above=True), default=COURSE_SETTINGS.max_lr,
                        help="peak learning rate, after warmup (default: %(default)s)")
-    optim.add_argument("--min-lr", type=float, default=COURSE_SETTINGS.min_lr,
+    optim.add_argument("--min-lr", type=number(float, 0), default=COURSE_SETTINGS.min_lr,
                        help="learning rate at the end of the cosine decay (default: %(default)s)")
-    optim.add_argument("--warmup-steps", type=int, default=COURSE_SETTINGS.warmup_steps, metavar="N",
+    optim.add_argument("--warmup-steps", type=number(int, 0), default=COURSE_SETTINGS.warmup_steps, metavar="N",
                        help="updates of linear warmup (default: %(default)s)")
-    optim.add_argument("--weight-decay", type=float, default=COURSE_SETTINGS.weight_decay,
+    optim.add_argument("--weight-decay", type=number(float, 0), default=COURSE_SETTINGS.weight_decay,
                        help="AdamW weight decay of the weight matrices (default: %(default)s)")
-    optim.add_argument("--grad-clip", type=float, default=COURSE_SETTINGS.grad_clip, metavar="NORM",
+    optim.add_argument("--grad-clip", type=number(float, 0), default=COURSE_SETTINGS.grad_clip, metavar="NORM",
                        help="clip the global gradient norm to this; 0 turns clipping off (default: %(default)s)")
     optim.add_argument("--seed", type=int, default=COURSE_SETTINGS.seed,
                        help="seeds the weights, the batch order and dropout (default: %(default)s)")
 
     run = parser.add_argument_group("evaluation, checkpoints, logging")
-    run.add_argument("--eval-every", type=int, default=COURSE_SETTINGS.eval_every, metavar="N",
+    run.add_argument("--eval-every", type=number(int, 1), default=COURSE_SETTINGS.eval_every, metavar="N",
                      help="updates between validation losses (default: %(default)s)")
-    run.add_argument("--eval-windows", type=int, default=COURSE_SETTINGS.eval_windows, metavar="N",
+    run.add_argument("--eval-windows", type=number(int, 1), default=COURSE_SETTINGS.eval_windows, metavar="N",
                      help="validation windows, spread over the text, for those periodic losses; the final "
                           "loss uses all of it (default: %(default)s)")
-    run.add_argument("--sample-every", type=int, default=0, metavar="N",
+    run.add_argument("--sample-every", type=number(int, 0), default=0, metavar="N",
                      help="updates between printed text samples; 0 never samples (default: %(default)s)")
     run.add_argument("--prompt", default="\n", help="start of the sampled text (default: a newline)")
     run.add_argument("--out-dir", type=Path, default=Path("runs/pretrain"), metavar="DIR",
-                     help="where the checkpoint is written (default: %(default)s)")
+                     help="where the run is written: the checkpoint in DIR/checkpoint, the log in DIR/log.jsonl "
+                          "(default: %(default)s)")
+    run.add_argument("--save-every", type=number(int, 0), default=200, metavar="N",
+                     help="updates between checkpoints; 0 saves only at the end or when stopped by Ctrl-C or "
+                          "SIGTERM (default: %(default)s)")
     run.add_argument("--resume", action="store_true",
                      help="continue the run checkpointed in --out-dir: its model, tokenizer, optimizer and step "
                           "are loaded (model flags are ignored); repeat the data and schedule flags")
     run.add_argument("--log-file", type=Path, metavar="FILE",
                      help="JSON-lines log of every update, evaluation and sample (default: OUT_DIR/log.jsonl)")
-    run.add_argument("--device", default="auto",
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                      help="auto picks CUDA, then Apple MPS, then the CPU; or cpu, cuda, mps (default: %(default)s)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
@@ -111,14 +139,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--train-text needs --val-text too: the validation loss is measured on held-out text")
     if args.max_steps is None and args.time_budget is None:
         parser.error("give --max-steps, --time-budget, or both")
+    if args.min_lr > args.lr:
+        parser.error(f"--min-lr {args.min_lr} is above --lr {args.lr}; the schedule decays from --lr down to --min-lr")
+    try:
+        args.device = get_device(None if args.device == "auto" else args.device)
+    except ValueError as error:
+        parser.error(f"--device: {error}")
     return args
+
+
+def fail(message: str) -> None:
+    """Stop the script with a one-line error (exit status 2, like a bad flag)."""
+    print(f"pretrain.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def read_texts(paths: list[Path] | None, split: str) -> str:
     """The files' text joined by blank lines, or the course corpus's split when no files are given."""
     if not paths:
         return load_shakespeare(split)
-    return "\n\n".join(Path(path).read_text(encoding="utf-8") for path in paths)
+    texts = []
+    for path in paths:
+        try:
+            texts.append(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            fail(f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+                 "convert it to UTF-8")
+        except OSError as error:
+            fail(f"cannot read {path}: {error.strerror}")
+    return "\n\n".join(texts)
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and write a file into it now, so an unwritable folder fails before training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        fail(f"cannot write to {folder} ({error.strerror}); choose a writable --out-dir")
+
+
+class StopRequest:
+    """Turns the first SIGINT or SIGTERM into a request to save and stop; a second one acts as usual."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self.handle)
+
+    def handle(self, number: int, frame) -> None:
+        self.signal_name = signal.Signals(number).name
+        signal.signal(number, signal.default_int_handler if number == signal.SIGINT else signal.SIG_DFL)
 
 
 def model_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
@@ -140,7 +212,7 @@ def parameters_sha256(model: torch.nn.Module) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-    device = get_device() if args.device == "auto" else torch.device(args.device)
+    device = args.device
     rank, world_size = 0, 1
     if distributed:
         if device.type == "cuda":
@@ -150,24 +222,18 @@ def main(argv: list[str] | None = None) -> None:
         rank, world_size = dist.get_rank(), dist.get_world_size()
     is_main = rank == 0
     started = time.perf_counter()
+    checkpoint_dir = args.out_dir / "checkpoint"
     log_path = args.log_file or args.out_dir / "log.jsonl"
     if is_main:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_file = open(log_path, "a" if args.resume else "w", encoding="utf-8") if is_main else None
-
-    def log(record: dict) -> None:
-        if log_file:
-            log_file.write(json.dumps({"time": round(time.perf_counter() - started, 3), **record}) + "\n")
-            log_file.flush()
-            if record["event"] == "sample":
-                tqdm.write(f"--- sample at step {record['step']} ---\n{record['text']}\n")
+        check_writable(args.out_dir)
+        check_writable(log_path.parent)
 
     train_text, val_text = read_texts(args.train_text, "train"), read_texts(args.val_text, "val")
     if args.resume:
-        checkpoint = load_checkpoint(args.out_dir, device)
+        checkpoint = load_checkpoint(checkpoint_dir, device)
         model, tokenizer, start_step = checkpoint.model, checkpoint.tokenizer, checkpoint.step
         if tokenizer is None:
-            raise ValueError(f"the checkpoint in {args.out_dir} has no tokenizer to resume with")
+            fail(f"the checkpoint in {checkpoint_dir} has no tokenizer to resume with")
     else:
         tokenizer = BPETokenizer.train(train_text, args.vocab_size) if args.tokenizer == "bpe" else gpt2_encoding()
         vocab_size = tokenizer.n_vocab if isinstance(tokenizer, tiktoken.Encoding) else tokenizer.vocab_size
@@ -177,11 +243,15 @@ def main(argv: list[str] | None = None) -> None:
     context_length = model.cfg.context_length
     optimizer = configure_optimizer(model, args.lr, args.weight_decay)
     if args.resume and checkpoint.optimizer_state is not None:
-        optimizer.load_state_dict(checkpoint.optimizer_state)
+        restore_optimizer(optimizer, checkpoint.optimizer_state, f"{checkpoint_dir}/optimizer.pt")
     max_steps = args.max_steps or 1_000_000_000  # only the time budget stops the run
     if start_step >= max_steps:
-        raise ValueError(f"the checkpoint is at step {start_step}, already at --max-steps={max_steps}; "
-                         "raise --max-steps to train further")
+        fail(f"the checkpoint is at step {start_step}, already at --max-steps={max_steps}; "
+             "raise --max-steps to train further")
+    for name, ids in (("training", train_ids), ("validation", val_ids)):
+        if len(ids) <= context_length:
+            fail(f"the {name} text has {len(ids)} tokens, too few for one window of context_length="
+                 f"{context_length}; give more text or a smaller --context-length")
 
     # Each rank trains on its own share of the windows (every world_size-th), shuffled from the seed.
     windows = SlidingWindowDataset(train_ids, context_length, context_length)
@@ -190,35 +260,76 @@ def main(argv: list[str] | None = None) -> None:
                               generator=torch.Generator().manual_seed(args.seed))
     val_loader = spread_windows_loader(val_ids, args.eval_windows, context_length, args.batch_size)
     settings = json.loads(json.dumps(vars(args), default=str))  # paths as strings
+
+    # Opened only now that every input has been read: a run that fails early leaves the old log alone.
+    log_file = open(log_path, "a" if args.resume else "w", encoding="utf-8") if is_main else None
+
+    def log(record: dict) -> None:
+        if log_file:
+            log_file.write(json.dumps({"time": round(time.perf_counter() - started, 3), **record}) + "\n")
+            log_file.flush()
+            if record["event"] == "sample":
+                tqdm.write(f"--- sample at step {record['step']} ---\n{record['text']}\n")
+
+    saved_step = start_step if args.resume else None
+
+    def save(step: int) -> None:
+        nonlocal saved_step
+        if is_main and step != saved_step:
+            save_checkpoint(checkpoint_dir, model, optimizer, step, tokenizer, extra={"args": settings})
+            log({"event": "checkpoint", "step": step})
+            saved_step = step
+
+    def on_update(step: int) -> bool:
+        """Save every --save-every updates; stop (every rank alike) once any rank got a signal."""
+        stopping = stop.signal_name is not None
+        if distributed:
+            flag = torch.tensor([float(stopping)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stopping = flag.item() > 0
+        if args.save_every and step % args.save_every == 0:
+            save(step)
+        return stopping
+
     log({"event": "start", "args": settings,
          "model": model.cfg.to_dict(), "parameters": count_parameters(model), "world_size": world_size,
          "device": str(device), "start_step": start_step, "train_tokens": len(train_ids),
          "val_tokens": len(val_ids)})
 
+    stop = StopRequest()  # on every rank: torchrun forwards signals to all of them
     wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if distributed else model
-    history = train(wrapped, optimizer, train_loader, val_loader, max_steps, args.lr, args.min_lr,
-                    args.warmup_steps, args.grad_clip or None, args.eval_every,
-                    tokenizer=tokenizer, sample_every=args.sample_every or None, prompt=args.prompt,
-                    time_budget=args.time_budget, seed=args.seed, start_step=start_step,
-                    progress=is_main and not args.no_progress, log=log)
+    try:
+        history = train(wrapped, optimizer, train_loader, val_loader, max_steps, args.lr, args.min_lr,
+                        args.warmup_steps, args.grad_clip or None, args.eval_every,
+                        tokenizer=tokenizer, sample_every=args.sample_every or None, prompt=args.prompt,
+                        time_budget=args.time_budget, seed=args.seed, start_step=start_step,
+                        progress=is_main and not args.no_progress, log=log, on_update=on_update)
+    except FloatingPointError as error:
+        last = f"the last checkpoint, {checkpoint_dir}, is from step {saved_step}" if saved_step is not None \
+            else "no checkpoint was saved"
+        fail(f"{error}; {last}")
     step = history.steps[-1] if history.steps else start_step
+    save(step)
 
     fingerprint = parameters_sha256(model)
     fingerprints = [fingerprint] * world_size
     if distributed:
         dist.all_gather_object(fingerprints, fingerprint)
     if is_main:
-        save_checkpoint(args.out_dir, model, optimizer, step, tokenizer,
-                        extra={"args": settings})
-        full_val = create_dataloader(val_ids, args.batch_size, context_length, shuffle=False, drop_last=False)
-        val_loss = evaluate(model, full_val)
-        val_bpb = bits_per_byte(val_loss * len(val_ids), len(val_text.encode("utf-8")))
-        log({"event": "end", "step": step, "stopped_by": history.stopped_by, "val_loss": val_loss,
-             "val_bits_per_byte": val_bpb, "param_sha256": fingerprints, "seconds": history.seconds})
+        if history.stopped_by == "on_update":
+            log({"event": "end", "step": step, "stopped_by": stop.signal_name, "seconds": history.seconds})
+            print(f"stopped by {stop.signal_name} at step {step}; checkpoint in {checkpoint_dir} "
+                  "(continue with --resume)")
+        else:
+            full_val = create_dataloader(val_ids, args.batch_size, context_length, shuffle=False, drop_last=False)
+            val_loss = evaluate(model, full_val)
+            val_bpb = bits_per_byte(val_loss * len(val_ids), len(val_text.encode("utf-8")))
+            log({"event": "end", "step": step, "stopped_by": history.stopped_by, "val_loss": val_loss,
+                 "val_bits_per_byte": val_bpb, "param_sha256": fingerprints, "seconds": history.seconds})
+            print(f"step {step} ({history.stopped_by}): validation loss {val_loss:.4f}, "
+                  f"bits per byte {val_bpb:.4f}; checkpoint in {checkpoint_dir}")
         log_file.close()
-        print(f"step {step} ({history.stopped_by}): validation loss {val_loss:.4f}, "
-              f"bits per byte {val_bpb:.4f}; checkpoint in {args.out_dir}")
     if distributed:
         dist.barrier()
         dist.destroy_process_group()

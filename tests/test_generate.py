@@ -177,5 +177,5 @@ def test_greedy_still_rejects_invalid_filters(model):
 def test_generate_rejects_bad_inputs(model):
     with pytest.raises(ValueError, match=r"token_ids must be \(batch, tokens\)"):
         generate(model, torch.tensor([1, 2, 3]), max_new_tokens=3)
-    with pytest.raises(ValueError, match="max_new_tokens must be >= 0"):
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0"):
         generate(model, prompt(), max_new_tokens=-1)

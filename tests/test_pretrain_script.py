@@ -1,13 +1,17 @@
-"""Tests of scripts/pretrain.py: two CPU processes under torchrun, and a single-process run resumed."""
+"""Tests of scripts/pretrain.py: two CPU processes under torchrun, resuming, signals, and refused inputs."""
 
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
+from llmcourse.checkpoint import load_checkpoint
 from llmcourse.data import load_shakespeare
 from llmcourse.runtime import REPO_ROOT
 
@@ -49,19 +53,6 @@ def test_two_processes_end_with_identical_weights_and_a_lower_loss(tmp_path, tex
     assert "bits per byte" in out
 
 
-def test_single_process_run_resumes_from_its_checkpoint(tmp_path, texts):
-    run = ["--out-dir", str(tmp_path / "run")]
-    launch(texts + TINY + run + ["--max-steps", "20"])
-    launch(texts + TINY + run + ["--max-steps", "40", "--resume"])
-    log = read_log(tmp_path / "run" / "log.jsonl")
-    starts = [record for record in log if record["event"] == "start"]
-    ends = [record for record in log if record["event"] == "end"]
-    assert [s["start_step"] for s in starts] == [0, 20] and [e["step"] for e in ends] == [20, 40]
-    steps = [record["step"] for record in log if record["event"] == "step"]
-    assert steps == list(range(1, 41))
-    assert ends[1]["val_loss"] < ends[0]["val_loss"]
-
-
 def load_script():
     spec = importlib.util.spec_from_file_location("pretrain_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
@@ -84,3 +75,77 @@ def test_flags_override_the_preset():
     config = script.model_config(script.parse_args(["--preset", "tiny", "--d-model", "96", "--max-steps", "1"]), 300)
     assert (config.n_layers, config.d_model, config.n_heads, config.context_length, config.vocab_size) == \
         (2, 96, 4, 32, 300)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-steps", "0"], "--max-steps: 0 is out of range; give an integer >= 1"),
+    (["--max-steps", "5", "--grad-clip", "-1"], "--grad-clip: -1 is out of range; give a number >= 0"),
+    (["--max-steps", "5", "--eval-every", "0"], "--eval-every: 0 is out of range; give an integer >= 1"),
+    (["--max-steps", "5", "--dropout", "1"], "--dropout: 1 is out of range; give a number >= 0 and < 1"),
+    (["--max-steps", "5", "--lr", "nan"], "--lr: nan is out of range; give a number > 0"),
+    (["--max-steps", "2.5"], "--max-steps: '2.5' is not an integer; give an integer >= 1"),
+    (["--time-budget", "0"], "--time-budget: 0 is out of range; give a number > 0"),
+    (["--max-steps", "5", "--vocab-size", "100"], "--vocab-size: 100 is out of range; give an integer >= 257"),
+    (["--max-steps", "5", "--min-lr", "0.1"], "--min-lr 0.1 is above --lr"),
+    (["--max-steps", "5", "--device", "gpu"], "invalid choice: 'gpu'"),
+])
+def test_flags_out_of_range_are_refused_with_what_is_right(capsys, flags, message):
+    with pytest.raises(SystemExit):
+        load_script().parse_args(flags)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_refused_with_what_is_right(capsys):
+    with pytest.raises(SystemExit):
+        load_script().parse_args(["--max-steps", "5", "--device", "cuda"])
+    assert "--device: device='cuda', but" in capsys.readouterr().err
+
+
+def test_unwritable_output_folder_fails_before_training(tmp_path, texts, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(SystemExit):
+        load_script().main(texts + TINY + ["--max-steps", "5", "--out-dir", str(tmp_path / "a_file" / "run")])
+    assert f"cannot write to {tmp_path / 'a_file' / 'run'}" in capsys.readouterr().err
+
+
+def test_failed_rerun_keeps_the_previous_log_and_names_the_bad_file(tmp_path, texts, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"event": "end"}\n')
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    bad = ["--train-text", str(tmp_path / "latin1.txt"), "--val-text", texts[3]]
+    with pytest.raises(SystemExit):
+        load_script().main(bad + TINY + ["--max-steps", "5", "--out-dir", str(run)])
+    assert f"{tmp_path / 'latin1.txt'} is not UTF-8 text (byte 0xe9 at offset 3)" in capsys.readouterr().err
+    assert (run / "log.jsonl").read_text() == '{"event": "end"}\n'
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_the_run_and_resume_continues_it(tmp_path, texts, stop_signal):
+    run = ["--out-dir", str(tmp_path / "run"), "--save-every", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(SCRIPT)] + texts + TINY + run + ["--max-steps", "100000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log_path = tmp_path / "run" / "log.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if log_path.exists() and sum(1 for line in log_path.read_text().splitlines() if '"step"' in line) >= 3:
+            break
+        time.sleep(0.1)
+    process.send_signal(stop_signal)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr[-3000:]
+    assert f"stopped by {signal.Signals(stop_signal).name}" in stdout
+    log = read_log(log_path)
+    stopped_at = log[-1]["step"]
+    assert log[-1]["event"] == "end" and {"event": "checkpoint", "step": stopped_at} == \
+        {k: log[-2][k] for k in ("event", "step")}
+    assert load_checkpoint(tmp_path / "run" / "checkpoint", "cpu").step == stopped_at
+
+    if stop_signal == signal.SIGINT:  # resuming is the same after either signal; test it once
+        launch(texts + TINY + run + ["--max-steps", str(stopped_at + 3), "--resume"])
+        log = read_log(log_path)
+        assert [r["start_step"] for r in log if r["event"] == "start"] == [0, stopped_at]
+        assert [r["step"] for r in log if r["event"] == "step"] == list(range(1, stopped_at + 4))
+        assert log[-1]["event"] == "end" and log[-1]["stopped_by"] == "max_steps"

@@ -8,7 +8,8 @@ Modules, in the order the course builds them:
     model      GPTConfig, the layers and GPTModel (chapter 4)
     generate   greedy and sampled decoding, with a key-value cache (chapters 4 and 5)
     weights    loading GPT-2-layout state dicts into GPTModel (chapter 4)
-    train      losses, evaluation, the training loop and checkpoints (chapter 5)
+    train      losses, evaluation, the training loop and the course's pretrained GPT (chapter 5)
+    checkpoint crash-safe, checksummed checkpoints of a model, its optimizer and tokenizer (chapter 5)
     diagrams   drawn figures of the model's structure (chapters 3-5)
 """
 

@@ -66,6 +66,19 @@ def load_shakespeare(split: str = "train", folder: Path = SHAKESPEARE_DIR) -> st
     return "\n\n".join(p.text for p in load_plays(folder) if split == "all" or p.split == split)
 
 
+def _as_token_tensor(token_ids: list[int] | Tensor) -> Tensor:
+    """Token ids as a 1-D int64 tensor; floats, booleans and negative ids are refused, never truncated."""
+    ids = token_ids
+    if not isinstance(ids, Tensor):
+        ids = torch.as_tensor(ids) if len(ids) else torch.zeros(0, dtype=torch.long)
+    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex() or ids.dim() != 1:
+        raise ValueError(f"token_ids must be a 1-D sequence of integer ids, got dtype {ids.dtype} and shape "
+                         f"{tuple(ids.shape)}")
+    if len(ids) and ids.min() < 0:
+        raise ValueError(f"token ids must be >= 0, got {ids.min().item()}")
+    return ids.long()
+
+
 class SlidingWindowDataset(Dataset):
     """Windows of `context_length` token ids, each paired with the same window shifted by one.
 
@@ -73,9 +86,10 @@ class SlidingWindowDataset(Dataset):
     """
 
     def __init__(self, token_ids: list[int] | Tensor, context_length: int, stride: int):
-        if context_length < 1 or stride < 1:
-            raise ValueError(f"context_length and stride must be >= 1, got {context_length} and {stride}")
-        self.token_ids = torch.as_tensor(token_ids, dtype=torch.long)
+        for name, value in (("context_length", context_length), ("stride", stride)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        self.token_ids = _as_token_tensor(token_ids)
         if len(self.token_ids) < context_length + 1:
             raise ValueError(f"text of {len(self.token_ids)} tokens is too short for one window: "
                              f"context_length={context_length} needs at least {context_length + 1} tokens")
@@ -97,7 +111,7 @@ def create_dataloader(token_ids: list[int] | Tensor, batch_size: int, context_le
                       stride: int | None = None, shuffle: bool = True, drop_last: bool = True,
                       seed: int = 0) -> DataLoader:
     """Batches of (inputs, targets) windows; shuffled reproducibly from `seed`. Stride defaults to context_length."""
-    dataset = SlidingWindowDataset(token_ids, context_length, stride or context_length)
+    dataset = SlidingWindowDataset(token_ids, context_length, context_length if stride is None else stride)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       generator=generator)

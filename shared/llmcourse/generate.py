@@ -1,11 +1,23 @@
 """Turning logits into text: greedy decoding, temperature, top-k, top-p, and a key-value cache (chapters 4, 5)."""
 
 import math
+import operator
 
 import torch
 from torch import Tensor
 
 from llmcourse.model import GPTModel
+
+
+def _integer(value, name: str, least: int, requirement: str) -> int:
+    """`value` as a Python int if it is an integer >= least (numpy and 0-d tensor integers too), else a ValueError."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < least:
+        raise ValueError(f"{name} must be {requirement}, got {value!r}")
+    return number
 
 
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
@@ -14,8 +26,7 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     Logits tied with the k-th largest are kept too. The most likely token always survives.
     """
     if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer (1 keeps only the most likely token), got {top_k!r}")
+        top_k = _integer(top_k, "top_k", 1, "a positive integer (1 keeps only the most likely token)")
         kth_largest = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
     if top_p is not None:
@@ -58,10 +69,11 @@ def generate(model: GPTModel, token_ids: Tensor, max_new_tokens: int, temperatur
     exactly those of the uncached loop. Stops early when every row has produced `eos_id`;
     rows that finished earlier are padded with `eos_id`.
     """
+    if not isinstance(token_ids, Tensor) or token_ids.is_floating_point():
+        raise ValueError(f"token_ids must be an integer tensor of shape (batch, tokens), got {token_ids!r:.80}")
     if token_ids.dim() != 2 or token_ids.shape[1] == 0:
         raise ValueError(f"token_ids must be (batch, tokens) with at least one token, got {tuple(token_ids.shape)}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    max_new_tokens = _integer(max_new_tokens, "max_new_tokens", 0, "an integer >= 0")
     generator = None
     if seed is not None:
         generator = torch.Generator(device=token_ids.device).manual_seed(seed)
@@ -71,7 +83,7 @@ def generate(model: GPTModel, token_ids: Tensor, max_new_tokens: int, temperatur
     was_training = model.training
     model.eval()
     try:
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             if use_cache and token_ids.shape[1] <= context_length:
                 if cache is None:
                     cache, fed = model.new_kv_cache(), 0
@@ -80,6 +92,9 @@ def generate(model: GPTModel, token_ids: Tensor, max_new_tokens: int, temperatur
             else:
                 # Past the context the window slides, every position shifts, and cached keys go stale.
                 logits = model(token_ids[:, -context_length:])[:, -1]
+            if not torch.isfinite(logits).all():
+                raise FloatingPointError(f"the model produced NaN or infinite logits at generation step {step} "
+                                         f"(token {token_ids.shape[1]}); its weights or inputs are broken")
             new = next_token(logits.float(), temperature, top_k, top_p, generator)
             if eos_id is not None:
                 new = new.masked_fill(finished, eos_id)

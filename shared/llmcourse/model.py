@@ -24,6 +24,23 @@ class GPTConfig:
     tie_weights: bool = True
     pre_norm: bool = True
 
+    def __post_init__(self) -> None:
+        """Refuse impossible sizes here, once, rather than deep inside a layer."""
+        for name in ("vocab_size", "context_length", "d_model", "n_heads", "n_layers"):
+            value = getattr(self, name)
+            least = 0 if name == "n_layers" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"GPTConfig.{name} must be an integer >= {least}, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"GPTConfig.d_model={self.d_model} must be divisible by n_heads={self.n_heads} "
+                             "(each head gets d_model // n_heads dimensions)")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or \
+                not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be a probability in [0, 1), got {self.dropout!r}")
+        for name in ("qkv_bias", "tie_weights", "pre_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"GPTConfig.{name} must be True or False, got {getattr(self, name)!r}")
+
     @classmethod
     def gpt2(cls, size: str = "small", **overrides) -> "GPTConfig":
         """The published GPT-2 sizes: "small", "medium", "large" or "xl"."""

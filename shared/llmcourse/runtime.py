@@ -12,16 +12,33 @@ DATA_DIR = Path(os.environ.get("LLMCOURSE_DATA", REPO_ROOT / "data"))
 CACHE_DIR = Path(os.environ.get("LLMCOURSE_CACHE", REPO_ROOT / ".cache"))
 
 
-def get_device() -> torch.device:
-    """The device the course uses: $LLMCOURSE_DEVICE if set (tests pin it to "cpu"), else CUDA, MPS or CPU."""
-    requested = os.environ.get("LLMCOURSE_DEVICE")
-    if requested:
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def get_device(requested: str | None = None) -> torch.device:
+    """The device the course uses: `requested` ("cpu", "cuda", "cuda:1", "mps", ...) if given, else
+    $LLMCOURSE_DEVICE if set (tests pin it to "cpu"), else CUDA, MPS or CPU, whichever is available.
+
+    A requested CUDA or MPS device that this machine or PyTorch build lacks raises a ValueError.
+    """
+    source = "device" if requested else "LLMCOURSE_DEVICE"
+    requested = requested or os.environ.get("LLMCOURSE_DEVICE")
+    if not requested:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"{source}={requested!r} is not a device name; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "this PyTorch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ValueError(f"{source}={requested!r}, but {build}; use cpu (or leave the device unset to pick "
+                         "the best available)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{source}={requested!r}, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{source}={requested!r}, but Apple MPS is not available here; use cpu")
+    return device
 
 
 def set_seed(seed: int) -> None:

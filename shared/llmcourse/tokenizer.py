@@ -15,6 +15,7 @@ from pathlib import Path
 
 import regex
 import tiktoken
+from torch import Tensor
 from tqdm.auto import tqdm
 
 ENDOFTEXT = "<|endoftext|>"
@@ -29,8 +30,45 @@ GPT2_RANKS_PATH = Path(__file__).resolve().parent / "assets" / "gpt2.tiktoken"
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 GPT2_EOT_ID = 50256
 
+# Training splits longer pre-tokens into pieces of this many characters (as production tokenizers cap
+# token length): a megabyte without a space would otherwise be one chunk rescanned after every merge.
+MAX_TRAIN_PIECE = 32
+# The chunk cache keeps at most this many chunks (it starts afresh when full) of at most this length.
+CHUNK_CACHE_SIZE = 100_000
+CACHED_CHUNK_LENGTH = 64
+# A split pattern must cover every character of this probe, or encoding would silently drop text.
+PATTERN_PROBE = "Hello, world!  It's 2024.\n\tNaïve café — 東京 🙂 x_y\r\n  end "
+
 # Words (with inner apostrophes, as in "who's"), special tokens like <|endoftext|>, or single symbols.
 SIMPLE_SPLIT_PATTERN = r"<\|\w+\|>|\w+(?:'\w+)*|[^\w\s]"
+
+
+def token_ids(ids: Iterable[int] | Tensor) -> list[int]:
+    """`ids` as a list of Python ints: a 1-D integer tensor, or any iterable of integers (numpy ones too).
+
+    Floats and booleans are refused rather than truncated.
+    """
+    if isinstance(ids, Tensor):
+        if ids.dim() != 1 or ids.is_floating_point() or ids.is_complex():
+            raise ValueError(f"ids must be a 1-D integer tensor, got dtype {ids.dtype} and shape {tuple(ids.shape)}")
+        return ids.tolist()
+    result = []
+    for i in ids:
+        if isinstance(i, bool) or not hasattr(i, "__index__"):
+            raise ValueError(f"token ids must be integers, got {i!r} ({type(i).__name__})")
+        result.append(i.__index__())
+    return result
+
+
+def split_text(split: "regex.Pattern", text: str) -> list[str]:
+    """The pre-tokens of `text`; a pattern that skips some characters raises instead of dropping them."""
+    chunks = split.findall(text)
+    if sum(map(len, chunks)) != len(text):
+        covered = set("".join(chunks))
+        missing = sorted({c for c in text if c not in covered})[:5]
+        raise ValueError(f"the split pattern {split.pattern!r} does not cover every character (it drops "
+                         f"{missing}); add an alternative that matches any leftover character, e.g. |\\s|.")
+    return chunks
 
 
 class SimpleTokenizer:
@@ -71,7 +109,7 @@ class SimpleTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Words joined by spaces, with no space before punctuation (the original spacing is lost)."""
         try:
-            words = [self.id_to_str[i] for i in ids]
+            words = [self.id_to_str[i] for i in token_ids(ids)]
         except KeyError as error:
             raise ValueError(f"id {error.args[0]} is not in the vocabulary (0..{self.vocab_size - 1})") from None
         return regex.sub(r" ([,.:;?!)\]])", r"\1", " ".join(words))
@@ -104,8 +142,11 @@ class BPETokenizer:
         self._special_bytes = {token_id: token.encode("utf-8") for token, token_id in self.special_tokens.items()}
         if len(self._special_bytes) != len(self.special_tokens):
             raise ValueError(f"two special tokens share an id: {self.special_tokens}")
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"pattern must be a non-empty regular expression, got {pattern!r}")
         self.pattern = pattern
         self._split = regex.compile(pattern)
+        split_text(self._split, PATTERN_PROBE)
         self._chunk_cache: dict[str, list[int]] = {}
 
     @property
@@ -139,10 +180,13 @@ class BPETokenizer:
         the merged pair. Ties between equally frequent pairs go to the smaller pair of ids.
         """
         n_merges = vocab_size - 256 - len(special_tokens)
+        if len(set(special_tokens)) != len(special_tokens):
+            raise ValueError(f"special_tokens must be distinct, got {list(special_tokens)}")
         if n_merges < 0:
             raise ValueError(f"vocab_size={vocab_size} is too small: 256 bytes and {len(special_tokens)} "
                              f"special tokens need at least {256 + len(special_tokens)}")
-        chunk_counts = Counter(regex.findall(pattern, text))
+        chunk_counts = Counter(chunk[i:i + MAX_TRAIN_PIECE] for chunk in split_text(regex.compile(pattern), text)
+                               for i in range(0, len(chunk), MAX_TRAIN_PIECE))
         chunks = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
         weights = list(chunk_counts.values())
 
@@ -198,11 +242,14 @@ class BPETokenizer:
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of `text`, treating special-token strings as plain text (each distinct chunk is encoded once)."""
         ids: list[int] = []
-        for chunk in self._split.findall(text):
+        for chunk in split_text(self._split, text):
             chunk_ids = self._chunk_cache.get(chunk)
             if chunk_ids is None:
                 chunk_ids = self._encode_chunk(chunk.encode("utf-8"))
-                self._chunk_cache[chunk] = chunk_ids
+                if len(chunk) <= CACHED_CHUNK_LENGTH:
+                    if len(self._chunk_cache) >= CHUNK_CACHE_SIZE:
+                        self._chunk_cache.clear()
+                    self._chunk_cache[chunk] = chunk_ids
             ids.extend(chunk_ids)
         return ids
 
@@ -244,18 +291,33 @@ class BPETokenizer:
         return ids
 
     def _encode_chunk(self, data: bytes) -> list[int]:
-        """Merge the bytes of one chunk, always applying the earliest-learned merge present."""
+        """Merge the bytes of one chunk, always applying the earliest-learned merge present (leftmost first).
+
+        The tokens form a linked list and the candidate merges a heap, so a long chunk takes
+        O(n log n) steps rather than a rescan of the chunk after every merge.
+        """
         ids = [self.byte_ids[b] for b in data]
-        while len(ids) >= 2:
-            pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))
-            if pair not in self.merges:
-                break
-            ids = _merge(ids, pair, self.merges[pair])
-        return ids
+        following = list(range(1, len(ids))) + [-1]
+        preceding = list(range(-1, len(ids) - 1))
+        heap = [(self.merges[pair], i, *pair) for i, pair in enumerate(zip(ids, ids[1:])) if pair in self.merges]
+        heapq.heapify(heap)
+        while heap:
+            new_id, i, left, right = heapq.heappop(heap)
+            j = following[i]
+            if ids[i] != left or j < 0 or ids[j] != right:
+                continue  # out of date: a neighbour was merged since this entry was pushed
+            ids[i], ids[j] = new_id, -1
+            following[i] = following[j]
+            if following[j] >= 0:
+                preceding[following[j]] = i
+            for a, b in ((preceding[i], i), (i, following[i])):
+                if a >= 0 and b >= 0 and (ids[a], ids[b]) in self.merges:
+                    heapq.heappush(heap, (self.merges[(ids[a], ids[b])], a, ids[a], ids[b]))
+        return [i for i in ids if i >= 0]
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes the ids stand for, joined."""
-        return b"".join(self.token_bytes(i) for i in ids)
+        return b"".join(self.token_bytes(i) for i in token_ids(ids))
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of the ids; bytes that are not valid UTF-8 become U+FFFD, as in tiktoken."""
@@ -263,8 +325,8 @@ class BPETokenizer:
 
     # --- saving and loading -----------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
-        """Write the tokenizer (pattern, byte ids, merges in order, special tokens) as JSON."""
+    def to_json(self) -> str:
+        """The tokenizer (pattern, byte ids, merges in order, special tokens) as JSON text."""
         state = {
             "format": "llmcourse-bpe",
             "version": 1,
@@ -273,25 +335,41 @@ class BPETokenizer:
             "merges": [[left, right, new_id] for (left, right), new_id in self.merges.items()],
             "special_tokens": self.special_tokens,
         }
-        Path(path).write_text(json.dumps(state), encoding="utf-8")
+        return json.dumps(state)
+
+    def save(self, path: str | Path) -> None:
+        """Write the tokenizer to a JSON file (see `to_json`)."""
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "the tokenizer JSON") -> "BPETokenizer":
+        """A tokenizer from `to_json` text; anything malformed raises a ValueError that names `where`."""
+        try:
+            state = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where} is not a valid tokenizer file (truncated or not JSON): {error}") from None
+        if not isinstance(state, dict) or state.get("format") != "llmcourse-bpe" or state.get("version") != 1:
+            raise ValueError(f"{where} is not a tokenizer file written by BPETokenizer.save "
+                             "(expected format 'llmcourse-bpe', version 1)")
+        try:
+            merges = {}
+            for left, right, new_id in state["merges"]:
+                merges[(_json_int(left), _json_int(right))] = _json_int(new_id)
+            specials = {token: _json_int(token_id) for token, token_id in state["special_tokens"].items()}
+            if not all(isinstance(token, str) and token for token in specials):
+                raise ValueError("special tokens must be non-empty strings")
+            return cls(merges, [_json_int(i) for i in state["byte_ids"]], specials, state["pattern"])
+        except (KeyError, TypeError, ValueError, AttributeError, regex.error) as error:
+            raise ValueError(f"{where} is a malformed tokenizer file: {error}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "BPETokenizer":
         """Read a tokenizer written by `save`; a malformed or truncated file raises a ValueError."""
         try:
-            state = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{Path(path).name} is not a valid tokenizer file (truncated or not JSON): "
-                             f"{error}") from None
-        if not isinstance(state, dict) or state.get("format") != "llmcourse-bpe" or state.get("version") != 1:
-            raise ValueError(f"{Path(path).name} is not a tokenizer file written by BPETokenizer.save "
-                             "(expected format 'llmcourse-bpe', version 1)")
-        try:
-            merges = {(int(left), int(right)): int(new_id) for left, right, new_id in state["merges"]}
-            specials = {str(token): int(token_id) for token, token_id in state["special_tokens"].items()}
-            return cls(merges, [int(i) for i in state["byte_ids"]], specials, str(state["pattern"]))
-        except (KeyError, TypeError, ValueError, AttributeError, regex.error) as error:
-            raise ValueError(f"{Path(path).name} is a malformed tokenizer file: {error}") from None
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{Path(path).name} is not a valid tokenizer file (not UTF-8 text): {error}") from None
+        return cls.from_json(text, Path(path).name)
 
     # --- GPT-2 ------------------------------------------------------------------------------------
 
@@ -322,6 +400,13 @@ class BPETokenizer:
     def from_gpt2(cls) -> "BPETokenizer":
         """GPT-2's tokenizer from the bundled ranks: the same ids as tiktoken's "gpt2" encoding."""
         return cls.from_tiktoken_ranks(load_gpt2_ranks(), GPT2_SPLIT_PATTERN, {ENDOFTEXT: GPT2_EOT_ID})
+
+
+def _json_int(value) -> int:
+    """An id read from JSON: a whole int, never a float, bool or string that would be converted."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"ids must be non-negative integers, got {value!r}")
+    return value
 
 
 def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
@@ -366,6 +451,10 @@ def load_gpt2_ranks(path: str | Path = GPT2_RANKS_PATH) -> dict[bytes, int]:
             token, rank = line.split()
             ranks[base64.b64decode(token)] = int(rank)
     return ranks
+
+
+# Anything the course's code accepts as a tokenizer: ours, or a tiktoken encoding.
+Tokenizer = BPETokenizer | tiktoken.Encoding
 
 
 def gpt2_encoding() -> tiktoken.Encoding:

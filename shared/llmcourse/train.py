@@ -1,32 +1,26 @@
 """Pretraining: losses, perplexity and bits per byte, AdamW, the learning-rate schedule, the training
-loop, checkpoints, and the course's own pretrained GPT (chapter 5)."""
+loop, and the course's own pretrained GPT (chapter 5). Checkpoints live in `llmcourse.checkpoint`."""
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import tiktoken
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from llmcourse.checkpoint import load_checkpoint, save_checkpoint
 from llmcourse.data import SlidingWindowDataset, create_dataloader, load_shakespeare
 from llmcourse.generate import generate
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import CACHE_DIR, get_device, set_seed
-from llmcourse.tokenizer import BPETokenizer, gpt2_encoding
-
-Tokenizer = BPETokenizer | tiktoken.Encoding
+from llmcourse.tokenizer import BPETokenizer, Tokenizer
 
 # --- measuring ------------------------------------------------------------------------------------
 
@@ -149,7 +143,7 @@ class History:
     eval_steps: list[int] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     samples: list[tuple[int, str]] = field(default_factory=list)
-    stopped_by: str = "max_steps"  # or "time_budget"
+    stopped_by: str = "max_steps"  # or "time_budget", or "on_update" when that callback stopped the run
     seconds: float = 0.0
 
 
@@ -189,13 +183,38 @@ def sample_text(model: nn.Module, tokenizer: Tokenizer, prompt: str = "\n", max_
     return tokenizer.decode(out[0].tolist())
 
 
+def _check_train_arguments(max_steps: int, max_lr: float, min_lr: float, warmup_steps: int,
+                           grad_clip: float | None, eval_every: int, sample_every: int | None,
+                           time_budget: float | None) -> None:
+    """Refuse settings that would train wrongly in silence (a negative clip ascends the gradient)."""
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    checks = [
+        ("max_steps", max_steps, is_int(max_steps) and max_steps >= 1, "an integer >= 1"),
+        ("warmup_steps", warmup_steps, is_int(warmup_steps) and warmup_steps >= 0, "an integer >= 0"),
+        ("eval_every", eval_every, is_int(eval_every) and eval_every >= 1, "an integer >= 1"),
+        ("sample_every", sample_every, sample_every is None or (is_int(sample_every) and sample_every >= 1),
+         "None or an integer >= 1"),
+        ("max_lr", max_lr, math.isfinite(max_lr) and max_lr >= 0, "a finite number >= 0"),
+        ("min_lr", min_lr, math.isfinite(min_lr) and min_lr >= 0, "a finite number >= 0"),
+        ("grad_clip", grad_clip, grad_clip is None or (math.isfinite(grad_clip) and grad_clip >= 0),
+         "None or 0 (no clipping), or a finite number > 0"),
+        ("time_budget", time_budget, time_budget is None or time_budget >= 0, "None or a number of seconds >= 0"),
+    ]
+    for name, value, ok, requirement in checks:
+        if not ok:
+            raise ValueError(f"{name} must be {requirement}, got {value!r}")
+
+
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
           val_loader: DataLoader | None, max_steps: int, max_lr: float, min_lr: float = 0.0,
           warmup_steps: int = 0, grad_clip: float | None = 1.0, eval_every: int = 100,
           eval_batches: int | None = None, tokenizer: Tokenizer | None = None, sample_every: int | None = None,
           prompt: str = "\n", sample_tokens: int = 60, time_budget: float | None = None, seed: int = 0,
           start_step: int = 0, until_step: int | None = None, progress: bool = True,
-          log: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.perf_counter) -> History:
+          log: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.perf_counter,
+          on_update: Callable[[int], bool] | None = None) -> History:
     """Train until `max_steps` updates (or `time_budget` seconds), evaluating and sampling on the way.
 
     Each update: learning rate from `lr_at`, one batch, loss, gradients, global-norm clipping at
@@ -207,9 +226,13 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
     where it stopped. With a time budget the cosine is stretched to end when the budget does, at
     the speed measured so far; `clock` measures it (wall time, or `time.process_time` for CPU time).
     Works on a DistributedDataParallel model too: the clock is then rank 0's, shared by all ranks,
-    so they stop and schedule alike.
+    so they stop and schedule alike. `on_update(step)` runs after every update (to save a checkpoint,
+    say); if it returns True the run stops there. A NaN or infinite loss or gradient stops the run
+    with a FloatingPointError before the optimizer step.
     """
     until_step = max_steps if until_step is None else until_step
+    _check_train_arguments(max_steps, max_lr, min_lr, warmup_steps, grad_clip, eval_every, sample_every,
+                           time_budget)
     if not 0 <= start_step <= until_step <= max_steps:
         raise ValueError(f"need 0 <= start_step <= until_step <= max_steps, got start_step={start_step}, "
                          f"until_step={until_step}, max_steps={max_steps}")
@@ -221,8 +244,13 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
     model.train()
     started = clock()
     # Redraw at most once every 2 s: a notebook's progress widget sends messages on every redraw,
-    # and thousands of them overflow the kernel's output queue.
-    bar = tqdm(total=until_step, initial=start_step, desc="training", disable=not progress, mininterval=2.0)
+    # and thousands of them overflow the kernel's output queue. With a time budget the number of
+    # updates is unknown, so the bar counts the budget's seconds instead.
+    if time_budget is None:
+        bar = tqdm(total=until_step, initial=start_step, desc="training", disable=not progress, mininterval=2.0)
+    else:
+        bar = tqdm(total=time_budget, desc="training", unit="s", disable=not progress, mininterval=2.0,
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of the budget [{postfix}]")
 
     def measure(step: int, final: bool = False) -> None:
         """Evaluate and sample when due at `step` (always at the end), once per step."""
@@ -259,6 +287,12 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
+        # Under DistributedDataParallel the gradients are averaged, so a NaN on any rank stops every rank here.
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            bar.close()
+            raise FloatingPointError(f"update {step + 1}: the loss is {loss.item()} and the gradient norm "
+                                     f"{norm.item()}; training diverged (lower max_lr={max_lr}, keep grad_clip "
+                                     "on) or the model or data hold NaN or infinite values")
         optimizer.step()
         step += 1
         history.steps.append(step)
@@ -266,152 +300,19 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
         history.lr.append(lr)
         history.grad_norm.append(norm.item())
         history.tokens_seen.append(step * inputs.numel() * world_size)
-        bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
+        bar.set_postfix(step=step, loss=f"{history.train_loss[-1]:.3f}",
                         val_loss=f"{history.val_loss[-1]:.3f}" if history.val_loss else "-", refresh=False)
-        bar.update(1)
+        bar.update(1 if time_budget is None else min(time_budget, clock() - started) - bar.n)
         if log:
             log({"event": "step", "step": step, "loss": history.train_loss[-1], "lr": lr,
                  "grad_norm": history.grad_norm[-1], "tokens": history.tokens_seen[-1]})
+        if on_update is not None and on_update(step):
+            history.stopped_by = "on_update"
+            break
     measure(step, final=True)
     bar.close()
     history.seconds = clock() - started
     return history
-
-
-# --- checkpoints ----------------------------------------------------------------------------------
-
-CHECKPOINT_FORMAT = "llmcourse-checkpoint"
-
-
-@dataclass
-class Checkpoint:
-    """What `load_checkpoint` returns: the model (eval mode) and what is needed to resume training."""
-
-    model: GPTModel
-    step: int
-    optimizer_state: dict | None
-    tokenizer: Tokenizer | None
-    extra: dict
-
-
-def _replace_file(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file and rename it, so a crash never leaves a half-written `path`."""
-    temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    os.replace(temporary, path)
-
-
-def _saved_tensors(model: GPTModel) -> dict[str, Tensor]:
-    """The state dict as stored: a tied output head is the embedding matrix, so it is stored once."""
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    if model.cfg.tie_weights:
-        del tensors["out_head.weight"]
-    return tensors
-
-
-def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    step: int = 0, tokenizer: Tokenizer | None = None, extra: dict | None = None) -> Path:
-    """Save a model to a folder: model.safetensors, config.json, and optionally optimizer.pt and tokenizer.json.
-
-    config.json holds the GPTConfig, the step, the tokenizer's kind and `extra` (any JSON data).
-    A tiktoken encoding can only be GPT-2's, recorded by name.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model = _unwrap(model)
-    _replace_file(directory / "model.safetensors", lambda p: save_file(_saved_tensors(model), p))
-    for name in ("optimizer.pt", "tokenizer.json"):
-        (directory / name).unlink(missing_ok=True)  # never leave a previous run's file behind
-    if optimizer is not None:
-        _replace_file(directory / "optimizer.pt", lambda p: torch.save(optimizer.state_dict(), p))
-    if isinstance(tokenizer, BPETokenizer):
-        _replace_file(directory / "tokenizer.json", tokenizer.save)
-        tokenizer_kind = "bpe"
-    elif isinstance(tokenizer, tiktoken.Encoding):
-        if tokenizer.name != "gpt2":
-            raise ValueError(f"only GPT-2's tiktoken encoding can be saved by name, got {tokenizer.name!r}")
-        tokenizer_kind = "gpt2"
-    elif tokenizer is None:
-        tokenizer_kind = None
-    else:
-        raise ValueError(f"tokenizer must be a BPETokenizer, GPT-2's tiktoken encoding or None, "
-                         f"got {type(tokenizer).__name__}")
-    config = {"format": CHECKPOINT_FORMAT, "version": 1, "model": model.cfg.to_dict(), "step": step,
-              "tokenizer": tokenizer_kind, "extra": extra or {}}
-    _replace_file(directory / "config.json", lambda p: p.write_text(json.dumps(config, indent=2), encoding="utf-8"))
-    return directory
-
-
-def _read_config(directory: Path) -> dict:
-    path = directory / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint in {directory.name}/: config.json is missing")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{directory.name}/config.json is not valid JSON (corrupt or truncated): {error}") from None
-    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT or config.get("version") != 1:
-        raise ValueError(f"{directory.name}/config.json was not written by save_checkpoint "
-                         f"(expected format {CHECKPOINT_FORMAT!r}, version 1)")
-    for key, kind in (("model", dict), ("step", int), ("extra", dict)):
-        if not isinstance(config.get(key), kind):
-            raise ValueError(f"{directory.name}/config.json needs {key!r} as {kind.__name__}, "
-                             f"got {config.get(key)!r}")
-    return config
-
-
-def _check_tensors(tensors: dict[str, Tensor], expected: dict[str, Tensor], where: str) -> None:
-    """Refuse tensors that do not fit the model the config describes, naming the first differences."""
-    missing = sorted(expected.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected.keys())
-    if missing or unexpected:
-        raise ValueError(f"{where} does not match config.json: missing tensors {missing[:5]}, "
-                         f"unexpected tensors {unexpected[:5]}")
-    for name, tensor in expected.items():
-        if tensors[name].shape != tensor.shape:
-            raise ValueError(f"{where} does not match config.json: {name} has shape "
-                             f"{tuple(tensors[name].shape)}, the config needs {tuple(tensor.shape)}")
-
-
-def load_checkpoint(directory: str | Path, device: torch.device | str | None = None) -> Checkpoint:
-    """Load a folder written by `save_checkpoint`; corrupt or mismatched files raise a ValueError."""
-    directory = Path(directory)
-    config = _read_config(directory)
-    try:
-        model_config = GPTConfig(**config["model"])
-    except TypeError as error:
-        raise ValueError(f"{directory.name}/config.json has model settings GPTConfig does not take: {error}") from None
-    model = GPTModel(model_config)
-    path = directory / "model.safetensors"
-    if not path.exists():
-        raise FileNotFoundError(f"{directory.name}/model.safetensors is missing")
-    try:
-        tensors = load_file(path)
-    except SafetensorError as error:
-        raise ValueError(f"{directory.name}/model.safetensors is corrupt or truncated: {error}") from None
-    _check_tensors(tensors, _saved_tensors(model), f"{directory.name}/model.safetensors")
-    if model_config.tie_weights:
-        tensors["out_head.weight"] = tensors["tok_emb.weight"]  # copied into the one shared matrix
-    model.load_state_dict(tensors)
-    model.to(device or get_device()).eval()
-
-    optimizer_state = None
-    if (directory / "optimizer.pt").exists():
-        try:
-            optimizer_state = torch.load(directory / "optimizer.pt", map_location=device or get_device(),
-                                         weights_only=True)
-        except (RuntimeError, EOFError, OSError) as error:
-            raise ValueError(f"{directory.name}/optimizer.pt is corrupt or truncated: {error}") from None
-    if config["tokenizer"] == "bpe":
-        tokenizer = BPETokenizer.load(directory / "tokenizer.json")
-    elif config["tokenizer"] == "gpt2":
-        tokenizer = gpt2_encoding()
-    elif config["tokenizer"] is None:
-        tokenizer = None
-    else:
-        raise ValueError(f"{directory.name}/config.json names an unknown tokenizer {config['tokenizer']!r} "
-                         "(expected 'bpe', 'gpt2' or null)")
-    return Checkpoint(model, config["step"], optimizer_state, tokenizer, config["extra"])
 
 
 # --- the course's pretrained GPT --------------------------------------------------------------------
