@@ -231,6 +231,15 @@ def fit(module: nn.Module, batches: Callable[[int], Iterable[tuple[Tensor, Tenso
     return history
 
 
+def train_classifier(classifier: nn.Module, train_inputs: Tensor, train_labels: Tensor, val_inputs: Tensor,
+                     val_labels: Tensor, epochs: int, lr: float, batch_size: int = 32, seed: int = 0,
+                     weight_decay: float = 0.0) -> FitHistory:
+    """`fit` on shuffled batches (an order per epoch, drawn from `seed`), keeping the epoch of best validation accuracy."""
+    return fit(classifier, lambda epoch: shuffled_batches(train_inputs, train_labels, batch_size, seed * 1000 + epoch),
+               epochs, lr, weight_decay,
+               after_epoch=lambda: accuracy(val_labels, predict_proba(classifier, val_inputs).argmax(-1)))
+
+
 @torch.no_grad()
 def predict_proba(module: nn.Module, inputs: Tensor, batch_size: int = 64) -> Tensor:
     """Class probabilities (n, classes) for every input, in eval mode."""
@@ -424,8 +433,8 @@ def _record(task: str, instruction: str, text: str, output: str, play: Play) -> 
 def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: int = 0) -> list[dict]:
     """`per_task` Alpaca-style records of each task in TASKS from the plays of `split`, shuffled.
 
-    Every answer is exact: a word of the input, a speaker's name, a class name or a number. Lines have
-    4 to 10 words, passages about 40 words.
+    Every answer is exact: a word of the input, a speaker's name, a class name or a number. Lines
+    have 4 to 10 words; genre passages are the first 20 words of a speech.
     """
     rng = random.Random(seed)
     chosen = [p for p in plays if p.split == split]
@@ -434,6 +443,11 @@ def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: 
     speeches = [(play, speaker, lines) for play in chosen for speaker, lines in _speeches(play)]
     lines = [(play, line) for play, _, speech in speeches for line in speech
              if 4 <= len(line.split()) <= 10 and len(_words(line)) == len(line.split())]
+    exchanges = [(play, first, one[0], second, two[0])  # consecutive speeches by two speakers, a short line each
+                 for (play, first, one), (next_play, second, two) in zip(speeches, speeches[1:])
+                 if play is next_play and first != second and len(one[0].split()) <= 10 and len(two[0].split()) <= 10]
+    long_speeches = [(play, " ".join(" ".join(speech).split()[:20])) for play, _, speech in speeches
+                     if len(" ".join(speech).split()) >= 20]
     records = []
     for _ in range(per_task):
         play, line = rng.choice(lines)
@@ -442,17 +456,11 @@ def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: 
         records.append(_record("last word", "Give the last word of the line.", line, _words(line)[-1], play))
         play, line = rng.choice(lines)
         records.append(_record("word count", "How many words are in the line?", line, str(len(_words(line))), play))
-        while True:  # two consecutive speeches by different speakers, one line of each
-            index = rng.randrange(len(speeches) - 1)
-            (play, first, one), (play_two, second, two) = speeches[index][:3], speeches[index + 1][:3]
-            if play is play_two and first != second:
-                break
+        play, first, one, second, two = rng.choice(exchanges)
         which = rng.choice(["first", "second"])
-        exchange = f"{first}:\n{one[0]}\n{second}:\n{two[0]}"
-        records.append(_record("speaker", f"Who speaks {which}?", exchange,
+        records.append(_record("speaker", f"Who speaks {which}?", f"{first}:\n{one}\n{second}:\n{two}",
                                first if which == "first" else second, play))
-        play, speaker, speech = rng.choice([s for s in speeches if len(" ".join(s[2]).split()) >= 40])
-        passage = " ".join(" ".join(speech).split()[:40])
+        play, passage = rng.choice(long_speeches)
         records.append(_record("genre", "Is this from a comedy, a history or a tragedy?", passage,
                                GENRE_CLASSES[genre_label(play.genre)], play))
     rng.shuffle(records)

@@ -1,0 +1,171 @@
+"""Benchmark: genre classification with the course GPT, every configuration over 3 seeds (chapter 6).
+
+Passages of 64 tokens labelled comedy, history or tragedy, split by whole plays. For each
+configuration the learning rate is chosen on the validation plays (seed 0, a small grid) and the
+epoch by early stopping on validation accuracy; then seeds 0, 1 and 2 are scored once on the test
+plays. Configurations: majority class; bag-of-words logistic regression; the course GPT with a new
+head trained alone (last, first or mean pooling), with its last block and final norm, in full, or
+with LoRA (and a sweep of LoRA's rank and alpha); and the same architecture trained from scratch.
+Writes bench/results/finetune_classify.json, which notebooks 6A and 6C plot. Usage:
+
+    LLMCOURSE_THREADS=1 python bench/finetune_classify.py          # about 25 minutes on a 2-core CPU
+    LLMCOURSE_THREADS=1 python bench/finetune_classify.py --only lora   # configurations whose name has "lora"
+"""
+
+import argparse
+import copy
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from llmcourse.data import load_plays
+from llmcourse.finetune import (GENRE_CLASSES, GPTClassifier, accuracy, add_classification_head, bag_of_words,
+                                genre_passages, hidden_states, macro_f1, predict_proba, set_trainable,
+                                train_classifier, word_vocabulary)
+from llmcourse.lora import add_lora, freeze_except_lora
+from llmcourse.model import GPTModel
+from llmcourse.runtime import set_seed
+from llmcourse.train import course_model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "finetune_classify.json"
+PER_CLASS = {"train": 300, "val": 100, "test": 200}  # passages per class in each split
+N_TOKENS = 64
+SEEDS = (0, 1, 2)
+BATCH_SIZE = 32
+
+
+def passages_and_states(model: GPTModel, tokenizer) -> dict:
+    """Passages of each split, their token ids and labels, and the pretrained model's cached residual streams."""
+    plays = load_plays()
+    n_layers = len(model.blocks)
+    data = {}
+    for split, per_class in PER_CLASS.items():
+        passages = genre_passages(plays, tokenizer, split, per_class, N_TOKENS, seed=0)
+        ids = torch.tensor([p.token_ids for p in passages])
+        with torch.no_grad():
+            before_last = torch.cat([hidden_states(model, batch, n_layers - 1) for batch in ids.split(128)])
+            after_all = torch.cat([model.blocks[-1](batch) for batch in before_last.split(128)])
+        data[split] = {"passages": passages, "ids": ids, "labels": torch.tensor([p.label for p in passages]),
+                       "before_last": before_last, "after_all": after_all}
+    return data
+
+
+def gpt_classifier(pretrained: GPTModel, config: dict, seed: int) -> tuple[nn.Module, str]:
+    """The classifier of a configuration, freshly built for `seed`, and which input it reads."""
+    if config["kind"] == "scratch":
+        set_seed(seed)
+        model = GPTModel(pretrained.cfg)
+    else:
+        model = copy.deepcopy(pretrained)
+    add_classification_head(model, len(GENRE_CLASSES), seed=seed)
+    n_layers = len(model.blocks)
+    if config["kind"] == "lora":
+        add_lora(model, config["rank"], config["alpha"], seed=seed)
+        freeze_except_lora(model, also=("out_head.",))
+        return GPTClassifier(model, config["pooling"]), "ids"
+    part = {"head": "head", "last block": "last block", "full": "all", "scratch": "all"}[config["kind"]]
+    set_trainable(model, part)
+    start, source = {"head": (n_layers, "after_all"), "last block": (n_layers - 1, "before_last")}.get(
+        config["kind"], (0, "ids"))
+    return GPTClassifier(model, config["pooling"], start_block=start), source
+
+
+def bag_of_words_classifier(data: dict, config: dict, seed: int) -> tuple[nn.Module, str]:
+    torch.manual_seed(seed)
+    return nn.Linear(data["train"]["bow"].shape[1], len(GENRE_CLASSES)), "bow"
+
+
+def run(data: dict, build: Callable[[int], tuple[nn.Module, str]], config: dict, lr: float, seed: int) -> dict:
+    """Train one configuration for one seed; score it on validation and test."""
+    classifier, source = build(seed)
+    started, started_cpu = time.perf_counter(), time.process_time()
+    history = train_classifier(classifier, data["train"][source], data["train"]["labels"], data["val"][source],
+                               data["val"]["labels"], config["epochs"], lr, BATCH_SIZE, seed,
+                               config.get("weight_decay", 0.0))
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
+    scores = {}
+    for split in ("val", "test"):
+        predictions = predict_proba(classifier, data[split][source]).argmax(-1)
+        scores[f"{split}_accuracy"] = accuracy(data[split]["labels"], predictions)
+        scores[f"{split}_macro_f1"] = macro_f1(data[split]["labels"], predictions, len(GENRE_CLASSES))
+    trainable = sum(p.numel() for p in classifier.parameters() if p.requires_grad)
+    return {**config, "lr": lr, "seed": seed, **scores, "best_epoch": history.best_epoch,
+            "epoch_val_accuracy": history.epoch_scores, "train_loss": history.train_loss,
+            "trainable_parameters": trainable, "seconds": seconds, "cpu_seconds": cpu_seconds}
+
+
+def configurations() -> list[dict]:
+    """Every configuration: its name, kind, pooling, epochs and learning-rate grid."""
+    configs = [{"name": "bag of words", "kind": "bow", "pooling": "-", "epochs": 30, "lrs": [3e-3, 1e-2, 3e-2],
+                "weight_decay": 0.0}]
+    for pooling in ("last", "first", "mean"):
+        configs.append({"name": f"head only ({pooling})", "kind": "head", "pooling": pooling, "epochs": 30,
+                        "lrs": [3e-3, 1e-2, 3e-2]})
+    for pooling in ("last", "first", "mean"):
+        configs.append({"name": f"last block ({pooling})", "kind": "last block", "pooling": pooling, "epochs": 4,
+                        "lrs": [1e-4, 3e-4, 1e-3]})
+    configs.append({"name": "full", "kind": "full", "pooling": "last", "epochs": 3, "lrs": [1e-4, 3e-4]})
+    configs.append({"name": "from scratch", "kind": "scratch", "pooling": "last", "epochs": 3, "lrs": [3e-4, 1e-3]})
+    configs.append({"name": "lora r8 a16", "kind": "lora", "pooling": "last", "epochs": 3, "rank": 8, "alpha": 16,
+                    "lrs": [1e-3, 3e-3]})
+    for rank, alpha in [(2, 16), (32, 16), (8, 4), (8, 64)]:  # a sweep around r=8, alpha=16, at its learning rate
+        configs.append({"name": f"lora r{rank} a{alpha}", "kind": "lora", "pooling": "last", "epochs": 3,
+                        "rank": rank, "alpha": alpha, "lrs": "lora r8 a16"})
+    return configs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="", help="run only configurations whose name contains this text; "
+                                                   "their rows replace the same rows in the results file")
+    args = parser.parse_args()
+    pretrained, tokenizer = course_model(device="cpu")
+    data = passages_and_states(pretrained, tokenizer)
+    vocabulary = word_vocabulary(p.text for p in data["train"]["passages"])
+    for split in data:
+        data[split]["bow"] = bag_of_words([p.text for p in data[split]["passages"]], vocabulary)
+
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.only else {"runs": [], "chosen_lr": {}}
+    runs = [r for r in previous["runs"] if args.only not in r["name"]] if args.only else []
+    chosen_lr = previous["chosen_lr"]
+    for config in configurations():
+        if args.only not in config["name"]:
+            continue
+        build = (lambda seed, c=config: bag_of_words_classifier(data, c, seed)) if config["kind"] == "bow" else \
+                (lambda seed, c=config: gpt_classifier(pretrained, c, seed))
+        settings = {k: v for k, v in config.items() if k != "lrs"}
+        if isinstance(config["lrs"], str):
+            lr, first = chosen_lr[config["lrs"]], None
+        else:  # choose the learning rate on validation accuracy, seed 0
+            trials = [run(data, build, settings, lr, SEEDS[0]) for lr in config["lrs"]]
+            first = max(trials, key=lambda r: r["val_accuracy"])
+            lr = first["lr"]
+            for trial in trials:
+                print(f"  {config['name']:24s} lr {trial['lr']:.0e}: val accuracy {trial['val_accuracy']:.3f}")
+        chosen_lr[config["name"]] = lr
+        for seed in SEEDS:
+            result = first if seed == SEEDS[0] and first is not None else run(data, build, settings, lr, seed)
+            runs.append(result)
+            print(f"{config['name']:24s} lr {lr:.0e} seed {seed}: val {result['val_accuracy']:.3f} "
+                  f"test {result['test_accuracy']:.3f} (epoch {result['best_epoch']}, {result['cpu_seconds']:.0f} "
+                  f"CPU s)", flush=True)
+    majority = torch.bincount(data["train"]["labels"]).argmax().item()
+    baseline = {split: accuracy(data[split]["labels"], torch.full_like(data[split]["labels"], majority))
+                for split in ("val", "test")}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "about": "bench/finetune_classify.py: genre classification (comedy, history, tragedy) of 64-token passages",
+        "per_class": PER_CLASS, "n_tokens": N_TOKENS, "seeds": list(SEEDS), "batch_size": BATCH_SIZE,
+        "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+        "majority_class": {"class": GENRE_CLASSES[majority], **baseline},
+        "chosen_lr": chosen_lr, "runs": runs}, indent=1))
+    print("wrote", RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS)
+
+
+if __name__ == "__main__":
+    main()

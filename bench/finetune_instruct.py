@@ -1,0 +1,82 @@
+"""Benchmark: instruction fine-tuning of the course GPT, prompt masked or not, 3 seeds each (chapter 6).
+
+Alpaca-style records built from the plays (first word, last word, speaker, genre, word count), split
+by whole plays. The learning rate is chosen on the validation plays (seed 0, prompt masked, a small
+grid) and the epoch by early stopping on validation exact match; the same rate serves the unmasked
+runs. Every run is scored once on the test plays, per task type, by exact match of the greedy
+response. Writes bench/results/finetune_instruct.json, which notebook 6B plots. Usage:
+
+    LLMCOURSE_THREADS=1 python bench/finetune_instruct.py      # about 12 minutes on a 2-core CPU
+"""
+
+import copy
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from llmcourse.data import load_plays
+from llmcourse.finetune import (encode_record, exact_match_by_task, fit, instruction_batches,
+                                instruction_records, respond)
+from llmcourse.train import course_model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "finetune_instruct.json"
+PER_TASK = {"train": 200, "val": 20, "test": 50}  # records per task type in each split
+SEEDS = (0, 1, 2)
+EPOCHS = 3
+BATCH_SIZE = 16
+LRS = (3e-4, 1e-3)
+
+
+def scores(model, tokenizer, records: list[dict]) -> dict[str, float]:
+    """Exact match per task type of the model's greedy responses."""
+    return exact_match_by_task(records, [respond(model, tokenizer, r) for r in records])
+
+
+def run(pretrained, tokenizer, records: dict, mask_prompt: bool, lr: float, seed: int) -> dict:
+    """Fine-tune a copy of the pretrained model on the training records; score it on validation and test."""
+    model = copy.deepcopy(pretrained)
+    pairs = [encode_record(r, tokenizer) for r in records["train"]]
+    started, started_cpu = time.perf_counter(), time.process_time()
+    history = fit(model, lambda epoch: instruction_batches(pairs, BATCH_SIZE, tokenizer.eot_id, mask_prompt,
+                                                           seed * 1000 + epoch),
+                  EPOCHS, lr, weight_decay=0.0,
+                  after_epoch=lambda: scores(model, tokenizer, records["val"])["all"])
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
+    return {"mask_prompt": mask_prompt, "lr": lr, "seed": seed, "best_epoch": history.best_epoch,
+            "epoch_val_exact_match": history.epoch_scores, "train_loss": history.train_loss,
+            "val": scores(model, tokenizer, records["val"]), "test": scores(model, tokenizer, records["test"]),
+            "seconds": seconds, "cpu_seconds": cpu_seconds}
+
+
+def main() -> None:
+    pretrained, tokenizer = course_model(device="cpu")
+    plays = load_plays()
+    records = {split: instruction_records(plays, split, n, seed=0) for split, n in PER_TASK.items()}
+    before = {split: scores(pretrained, tokenizer, records[split]) for split in ("val", "test")}
+    print("before fine-tuning, test:", {k: round(v, 3) for k, v in before["test"].items()}, flush=True)
+    trials = [run(pretrained, tokenizer, records, True, lr, SEEDS[0]) for lr in LRS]
+    for trial in trials:
+        print(f"  lr {trial['lr']:.0e}: val exact match {trial['val']['all']:.3f}", flush=True)
+    first = max(trials, key=lambda r: r["val"]["all"])
+    runs = []
+    for mask_prompt in (True, False):
+        for seed in SEEDS:
+            result = first if mask_prompt and seed == SEEDS[0] else run(pretrained, tokenizer, records, mask_prompt,
+                                                                       first["lr"], seed)
+            runs.append(result)
+            print(f"mask_prompt={mask_prompt} seed {seed}: test", {k: round(v, 3) for k, v in result["test"].items()},
+                  f"(epoch {result['best_epoch']}, {result['cpu_seconds']:.0f} CPU s)", flush=True)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "about": "bench/finetune_instruct.py: instruction fine-tuning on records built from the plays",
+        "per_task": PER_TASK, "seeds": list(SEEDS), "epochs": EPOCHS, "batch_size": BATCH_SIZE,
+        "lr_grid": list(LRS), "chosen_lr": first["lr"], "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(), "before": before, "runs": runs}, indent=1))
+    print("wrote", RESULTS)
+
+
+if __name__ == "__main__":
+    main()
