@@ -108,3 +108,36 @@ def test_missing_corpus_file_raises(tmp_path):
     (folder / "macbeth.txt").unlink()
     with pytest.raises(FileNotFoundError, match="macbeth"):
         load_plays(folder)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_truncated_or_emptied_index_raises(tmp_path, damage):
+    folder = tmp_path / "shakespeare"
+    shutil.copytree(SHAKESPEARE_DIR, folder)
+    index = folder / "plays.csv"
+    text = index.read_text(encoding="utf-8")
+    index.write_text(text[:len(text) // 2] if damage == "truncate" else "", encoding="utf-8")
+    with pytest.raises(ValueError, match="plays.csv does not match its recorded sha256"):
+        load_shakespeare("train", folder)
+
+
+def test_stride_zero_is_refused_not_replaced_by_the_context_length():
+    with pytest.raises(ValueError, match="stride must be an integer >= 1, got 0"):
+        create_dataloader(list(range(100)), batch_size=2, context_length=4, stride=0)
+
+
+@pytest.mark.parametrize("ids", [[1.5, 2.0, 3.0] * 10, torch.tensor([1.0, 2.0] * 10), [True, False] * 10])
+def test_non_integer_token_ids_are_refused_not_truncated(ids):
+    with pytest.raises(ValueError, match="token_ids must be a 1-D sequence of integer ids"):
+        SlidingWindowDataset(ids, context_length=4, stride=1)
+
+
+def test_negative_token_ids_are_refused():
+    with pytest.raises(ValueError, match="token ids must be >= 0, got -1"):
+        SlidingWindowDataset([3, -1, 2, 5, 6, 7], context_length=4, stride=1)
+
+
+def test_numpy_token_ids_are_accepted():
+    import numpy as np
+    inputs, targets = SlidingWindowDataset(np.arange(10), context_length=4, stride=1)[2]
+    assert inputs.tolist() == [2, 3, 4, 5] and targets.tolist() == [3, 4, 5, 6]

@@ -179,3 +179,29 @@ def test_generate_rejects_bad_inputs(model):
         generate(model, torch.tensor([1, 2, 3]), max_new_tokens=3)
     with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0"):
         generate(model, prompt(), max_new_tokens=-1)
+
+
+def test_nan_logits_stop_generation_with_the_step_named(model):
+    broken = GPTModel(model.cfg).eval()
+    broken.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        broken.out_head.weight[5, 0] = float("nan")
+    for temperature in (0.0, 1.0):
+        with pytest.raises(FloatingPointError, match="NaN or infinite logits at generation step 0 "):
+            generate(broken, prompt(), max_new_tokens=3, temperature=temperature, seed=0)
+
+
+def test_numpy_and_tensor_integers_work_as_top_k_and_max_new_tokens(model):
+    import numpy as np
+    expected = generate(model, prompt(), max_new_tokens=4, temperature=1.0, top_k=5, seed=1)
+    assert torch.equal(generate(model, prompt(), max_new_tokens=np.int64(4), temperature=1.0,
+                                top_k=np.int32(5), seed=1), expected)
+    assert torch.equal(generate(model, prompt(), max_new_tokens=4, temperature=1.0, top_k=torch.tensor(5),
+                                seed=1), expected)
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        generate(model, prompt(), max_new_tokens=4, temperature=1.0, top_k=5.0)
+
+
+def test_float_prompt_is_refused(model):
+    with pytest.raises(ValueError, match="token_ids must be an integer tensor"):
+        generate(model, prompt().float(), max_new_tokens=2)

@@ -121,3 +121,17 @@ def test_kv_cached_forward_matches_full_forward():
         first = model(token_ids[:, :5], kv_cache=cache)
         rest = model(token_ids[:, 5:], kv_cache=cache)
     torch.testing.assert_close(torch.cat([first, rest], dim=1), full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(n_layers=-1), "GPTConfig.n_layers must be an integer >= 0, got -1"),
+    (dict(vocab_size=0), "GPTConfig.vocab_size must be an integer >= 1, got 0"),
+    (dict(n_heads=0), "GPTConfig.n_heads must be an integer >= 1, got 0"),
+    (dict(d_model=30), "GPTConfig.d_model=30 must be divisible by n_heads=4"),
+    (dict(context_length=16.0), "GPTConfig.context_length must be an integer >= 1, got 16.0"),
+    (dict(dropout=1.0), r"GPTConfig.dropout must be a probability in \[0, 1\), got 1.0"),
+    (dict(pre_norm="yes"), "GPTConfig.pre_norm must be True or False, got 'yes'"),
+])
+def test_impossible_configs_are_refused_naming_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        GPTConfig(**{**TINY, **overrides})

@@ -1,13 +1,23 @@
-"""Tokenizers: BPE round trips, parity of our GPT-2 encoder with tiktoken, save/load, bad files."""
+"""Tokenizers: BPE round trips, parity of our GPT-2 encoder with tiktoken, save/load, bad files, hostile input."""
 
 import json
+import random
+import time
 
+import numpy as np
 import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmcourse import tokenizer as tokenizer_module
 
 from llmcourse.data import load_shakespeare
 from llmcourse.tokenizer import (
     ENDOFTEXT,
     GPT2_RANKS_PATH,
+    GPT2_SPLIT_PATTERN,
+    MAX_TRAIN_PIECE,
     UNKNOWN,
     BPETokenizer,
     SimpleTokenizer,
@@ -186,20 +196,47 @@ def test_truncated_tokenizer_file_raises(small_bpe, tmp_path):
 @pytest.mark.parametrize("state", [
     [1, 2, 3],
     {"format": "something-else", "version": 1},
-    {"format": "llmcourse-bpe", "version": 1, "pattern": "x", "byte_ids": list(range(256)),
+    {"format": "llmcourse-bpe", "version": 1, "pattern": GPT2_SPLIT_PATTERN, "byte_ids": list(range(256)),
      "special_tokens": {}},
-    {"format": "llmcourse-bpe", "version": 1, "pattern": "x", "byte_ids": list(range(256)),
+    {"format": "llmcourse-bpe", "version": 1, "pattern": GPT2_SPLIT_PATTERN, "byte_ids": list(range(256)),
      "merges": [[1, 2]], "special_tokens": {}},
-    {"format": "llmcourse-bpe", "version": 1, "pattern": "x", "byte_ids": list(range(255)),
+    {"format": "llmcourse-bpe", "version": 1, "pattern": GPT2_SPLIT_PATTERN, "byte_ids": list(range(255)),
      "merges": [], "special_tokens": {}},
-    {"format": "llmcourse-bpe", "version": 1, "pattern": "x", "byte_ids": list(range(256)),
+    {"format": "llmcourse-bpe", "version": 1, "pattern": GPT2_SPLIT_PATTERN, "byte_ids": list(range(256)),
      "merges": [[1, 999, 256]], "special_tokens": {}},
 ])
 def test_malformed_tokenizer_file_raises(tmp_path, state):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(state))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bad.json is (not a tokenizer file|a malformed tokenizer file)"):
         BPETokenizer.load(path)
+
+
+GOOD_STATE = {"format": "llmcourse-bpe", "version": 1, "pattern": GPT2_SPLIT_PATTERN,
+              "byte_ids": list(range(256)), "merges": [[97, 98, 256]], "special_tokens": {ENDOFTEXT: 257}}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"merges": [[97.0, 98, 256]]}, "ids must be non-negative integers, got 97.0"),
+    ({"merges": [[97, 98, 256.5]]}, "ids must be non-negative integers, got 256.5"),
+    ({"merges": [[True, 98, 256]]}, "ids must be non-negative integers, got True"),
+    ({"special_tokens": {ENDOFTEXT: "257"}}, "ids must be non-negative integers, got '257'"),
+    ({"byte_ids": [float(i) for i in range(256)]}, "ids must be non-negative integers, got 0.0"),
+    ({"pattern": ""}, "pattern must be a non-empty regular expression"),
+    ({"pattern": None}, "pattern must be a non-empty regular expression"),
+    ({"pattern": r"\w+"}, "does not cover every character"),
+])
+def test_tokenizer_file_with_wrong_types_or_pattern_is_refused(tmp_path, change, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({**GOOD_STATE, **change}))
+    with pytest.raises(ValueError, match="bad.json is a malformed tokenizer file: .*" + message.replace("(", r"\(")):
+        BPETokenizer.load(path)
+
+
+def test_non_utf8_tokenizer_file_is_named(tmp_path):
+    (tmp_path / "bad.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ValueError, match="bad.json is not a valid tokenizer file \\(not UTF-8 text\\)"):
+        BPETokenizer.load(tmp_path / "bad.json")
 
 
 def test_corrupted_ranks_file_raises(tmp_path):
@@ -230,3 +267,105 @@ def test_simple_tokenizer_decode_of_unknown_id_raises():
     tokenizer = SimpleTokenizer.from_text("a b c")
     with pytest.raises(ValueError, match="not in the vocabulary"):
         tokenizer.decode([tokenizer.vocab_size])
+
+
+# --- inputs that used to be accepted silently -----------------------------------------------------
+
+
+def test_duplicated_special_tokens_are_refused():
+    with pytest.raises(ValueError, match="special_tokens must be distinct"):
+        BPETokenizer.train("some text to learn from", 300, special_tokens=(ENDOFTEXT, ENDOFTEXT))
+
+
+def test_pattern_that_drops_characters_is_refused_instead_of_losing_text():
+    with pytest.raises(ValueError, match="does not cover every character"):
+        BPETokenizer({}, pattern=r"\w+")
+    with pytest.raises(ValueError, match="does not cover every character"):
+        BPETokenizer.train("some words", 260, pattern=r"\w+| ")
+    covers_the_probe_only = BPETokenizer({}, pattern=r"[^§]+")
+    with pytest.raises(ValueError, match=r"does not cover every character \(it drops \['§'\]\)"):
+        covers_the_probe_only.encode("a § b")
+
+
+def test_decode_takes_tensors_and_numpy_ids_but_refuses_floats(gpt2_ours):
+    ids = gpt2_ours.encode("Hello, world")
+    assert gpt2_ours.decode(torch.tensor(ids)) == gpt2_ours.decode(np.array(ids)) == "Hello, world"
+    with pytest.raises(ValueError, match="ids must be a 1-D integer tensor, got dtype torch.float32"):
+        gpt2_ours.decode(torch.tensor(ids, dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"token ids must be integers, got 15496.0"):
+        gpt2_ours.decode([15496.0])
+    simple = SimpleTokenizer.from_text("a b c")
+    assert simple.decode(torch.tensor(simple.encode("a c"))) == "a c"
+
+
+# --- hostile input --------------------------------------------------------------------------------
+
+
+def random_letters(n: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(n))
+
+
+@pytest.mark.parametrize("n", [20_000, 80_000])
+def test_gpt2_encoding_of_one_long_run_of_letters_is_fast_and_matches_tiktoken(gpt2_ours, gpt2_tiktoken, n):
+    text = random_letters(n)
+    started = time.perf_counter()
+    ids = gpt2_ours.encode_ordinary(text)
+    seconds = time.perf_counter() - started
+    assert ids == gpt2_tiktoken.encode_ordinary(text)
+    assert seconds < 10 * n / 80_000  # quadratic merging took 12 s for 20k letters and 93 s for 80k
+    assert gpt2_ours.encode_ordinary("a" * n) == gpt2_tiktoken.encode_ordinary("a" * n)
+
+
+def test_bpe_training_on_a_long_run_without_spaces_is_fast_and_caps_token_length():
+    started = time.perf_counter()
+    tokenizer = BPETokenizer.train(random_letters(100_000), 300)
+    assert time.perf_counter() - started < 8  # 11.5 s before pre-tokens were capped, 2-3 s after
+    assert max(len(tokenizer.token_bytes(i)) for i in range(256, 299)) <= MAX_TRAIN_PIECE
+
+
+def test_chunk_cache_is_bounded(gpt2_ours, monkeypatch):
+    tokenizer = BPETokenizer.from_tiktoken_ranks(load_gpt2_ranks())
+    monkeypatch.setattr(tokenizer_module, "CHUNK_CACHE_SIZE", 1000)
+    words = " ".join(f"w{i}" for i in range(5000))
+    assert tokenizer.encode_ordinary(words) == gpt2_ours.encode_ordinary(words)
+    assert len(tokenizer._chunk_cache) <= 1000
+    tokenizer.encode_ordinary(random_letters(5000))
+    assert all(len(chunk) <= tokenizer_module.CACHED_CHUNK_LENGTH for chunk in tokenizer._chunk_cache)
+
+
+# --- property-based round trips -------------------------------------------------------------------
+
+# Random Unicode, and text drawn from the characters the split pattern treats specially.
+unicode_text = st.text(max_size=200) | st.text(alphabet=" \t\n\r'sdmtlvre aZ09.,!é中🙂\u200b", max_size=200)
+property_settings = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@property_settings
+@given(text=unicode_text)
+def test_gpt2_ids_equal_tiktoken_and_round_trip_on_random_unicode(gpt2_ours, gpt2_tiktoken, text):
+    ids = gpt2_ours.encode_ordinary(text)
+    assert ids == gpt2_tiktoken.encode_ordinary(text)
+    assert gpt2_ours.decode(ids) == text
+
+
+@property_settings
+@given(text=unicode_text)
+def test_trained_bpe_round_trips_random_unicode(small_bpe, text):
+    assert small_bpe.decode(small_bpe.encode(text, allowed_special="none")) == text
+
+
+@property_settings
+@given(text=unicode_text)
+def test_bpe_trained_on_random_unicode_round_trips_it(text):
+    tokenizer = BPETokenizer.train(text + " the cat sat on the mat" * 5, 256 + 1 + 12)
+    assert tokenizer.decode(tokenizer.encode(text, allowed_special="none")) == text
+
+
+@property_settings
+@given(text=unicode_text)
+def test_simple_tokenizer_round_trips_the_words_of_random_unicode(text):
+    tokenizer = SimpleTokenizer.from_text(text)
+    words = SimpleTokenizer.split(text)
+    assert [tokenizer.id_to_str[i] for i in tokenizer.encode(text)] == words
+    assert SimpleTokenizer.split(tokenizer.decode(tokenizer.encode(text))) == words

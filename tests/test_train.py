@@ -43,8 +43,9 @@ def run(model, ids, steps, start_step=0, optimizer=None, **kwargs):
     optimizer = optimizer or configure_optimizer(model, 3e-3)
     loader = create_dataloader(ids[0], batch_size=8, context_length=CONTEXT, seed=1)
     val_loader = create_dataloader(ids[1], batch_size=8, context_length=CONTEXT, shuffle=False)
+    kwargs = {"warmup_steps": 5, "eval_every": 10, "progress": False, **kwargs}
     history = train(model, optimizer, loader, val_loader, steps, max_lr=3e-3, min_lr=3e-4,
-                    warmup_steps=5, eval_every=10, start_step=start_step, progress=False, **kwargs)
+                    start_step=start_step, **kwargs)
     return history, optimizer
 
 
@@ -155,6 +156,49 @@ def test_samples_are_recorded_at_the_requested_steps(byte_ids):
     history, _ = run(tiny_model(), byte_ids, steps=20, tokenizer=Bytes(), sample_every=10, sample_tokens=5)
     assert [step for step, _ in history.samples] == [0, 10, 20]
     assert all(text.startswith("\n") for _, text in history.samples)
+
+
+def test_nan_loss_stops_training_with_the_update_named(byte_ids):
+    model = tiny_model()
+    with torch.no_grad():
+        model.tok_emb.weight[byte_ids[0][0]] = float("nan")
+    with pytest.raises(FloatingPointError, match="update 1: the loss is nan"):
+        run(model, byte_ids, steps=5)
+
+
+def test_too_high_a_learning_rate_stops_when_the_loss_becomes_infinite(byte_ids):
+    model = tiny_model()
+    optimizer = configure_optimizer(model, 1e30)
+    loader = create_dataloader(byte_ids[0], batch_size=8, context_length=CONTEXT, seed=1)
+    with pytest.raises(FloatingPointError, match=r"update \d+: the loss is (nan|inf).*training diverged"):
+        train(model, optimizer, loader, None, 20, max_lr=1e30, grad_clip=None, progress=False)
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(grad_clip=-1.0), "grad_clip must be None or 0 .no clipping., or a finite number > 0, got -1.0"),
+    (dict(eval_every=0), "eval_every must be an integer >= 1, got 0"),
+    (dict(steps=0), "max_steps must be an integer >= 1, got 0"),
+    (dict(sample_every=0), "sample_every must be None or an integer >= 1, got 0"),
+    (dict(time_budget=-1.0), "time_budget must be None or a number of seconds >= 0, got -1.0"),
+])
+def test_settings_that_would_train_wrongly_are_refused(byte_ids, setting, message):
+    steps = setting.pop("steps", 5)
+    with pytest.raises(ValueError, match=message):
+        run(tiny_model(), byte_ids, steps=steps, **setting)
+
+
+def test_on_update_sees_every_update_and_can_stop_the_run(byte_ids):
+    seen = []
+    history, _ = run(tiny_model(), byte_ids, steps=20, on_update=lambda step: seen.append(step) or step == 7)
+    assert seen == list(range(1, 8)) and history.steps[-1] == 7 and history.stopped_by == "on_update"
+    assert history.eval_steps[-1] == 7  # the final evaluation still runs
+
+
+def test_time_budget_progress_counts_seconds_not_steps(byte_ids, capsys):
+    ticks = iter(range(10**6))
+    run(tiny_model(), byte_ids, steps=10**9, time_budget=30, progress=True, clock=lambda: next(ticks) * 0.5)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "/30 s of the budget" in bar and "1000000000" not in bar
 
 
 # --- resuming --------------------------------------------------------------------------------------

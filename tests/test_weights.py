@@ -1,7 +1,10 @@
 """GPT-2-layout weights loaded into GPTModel give transformers' logits; bad state dicts and downloads fail clearly."""
 
+import http.server
 import io
 import json
+import threading
+import time
 
 import pytest
 import torch
@@ -220,3 +223,46 @@ def test_download_from_an_unreachable_url_says_so(tmp_path, tiny_published):
 def test_download_of_an_unknown_size_lists_the_sizes(tmp_path):
     with pytest.raises(ValueError, match=r"unknown GPT-2 size 'huge'.*'large', 'medium', 'small', 'xl'"):
         download_gpt2("huge", cache_dir=tmp_path)
+
+
+def test_download_stops_at_its_deadline_when_the_server_trickles(tmp_path, tiny_published):
+    """A loopback server announces 10,000 bytes and sends one every 20 ms: the per-read timeout never
+    fires, so only the overall deadline can end the download."""
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "10000")
+            self.end_headers()
+            try:
+                for _ in range(500):  # at most 10 s, even if nobody stops it
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.02)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="config.json: the download's time limit ran out after"):
+            download_gpt2("tiny", cache_dir=tmp_path / "cache", base_url=f"http://127.0.0.1:{server.server_port}",
+                          read_timeout=5, max_seconds=1)
+        assert time.monotonic() - started < 4
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert list((tmp_path / "cache" / "tiny").iterdir()) == []
+
+
+def test_truncated_gpt2_safetensors_names_the_file(tmp_path):
+    hf_model = hf_gpt2(32, 4, 1)
+    save_file(published_layout(hf_model), tmp_path / "model.safetensors")
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"model.safetensors is not a readable safetensors file \(corrupt or "):
+        load_gpt2_safetensors(tmp_path / "model.safetensors")

@@ -10,13 +10,14 @@ transposes them into `GPTModel`'s parameters, and checks every name and shape on
 import hashlib
 import json
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.request import urlopen
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -190,10 +191,17 @@ def load_gpt2_safetensors(path: str | Path, **overrides) -> GPTModel:
     the tensor shapes; `overrides` set other fields (e.g. dropout=0.0).
     """
     path = Path(path)
-    state_dict = load_file(path)
+    try:
+        state_dict = load_file(path)
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a readable safetensors file (corrupt or truncated): {error}") from None
     config_path = path.with_name("config.json")
     if config_path.exists():
-        cfg = config_from_hf_config(json.loads(config_path.read_text()), **overrides)
+        try:
+            hf_config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{config_path} is not valid JSON (corrupt or truncated): {error}") from None
+        cfg = config_from_hf_config(hf_config, **overrides)
     else:
         cfg = config_from_gpt2_state_dict(state_dict, **overrides)
     return load_gpt2_weights(GPTModel(cfg), state_dict).eval()
@@ -234,18 +242,25 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch(url: str, destination: Path, description: str) -> None:
-    """Stream `url` into `destination` with a progress bar; check the size against Content-Length."""
+def _fetch(url: str, destination: Path, description: str, read_timeout: float, deadline: float) -> None:
+    """Stream `url` into `destination` with a progress bar; check the size against Content-Length.
+
+    Each read may wait `read_timeout` seconds; the whole transfer must end by `deadline`
+    (a `time.monotonic()` value), or a TimeoutError is raised, so a trickling server cannot hold it.
+    """
     partial = destination.with_name(destination.name + ".part")
     try:
-        with urlopen(url, timeout=60) as response:
+        with urlopen(url, timeout=read_timeout) as response:
             expected = response.headers.get("Content-Length")
             expected = int(expected) if expected is not None else None
             with partial.open("wb") as f, tqdm(total=expected, unit="B", unit_scale=True,
                                                desc=description) as bar:
-                while block := response.read(1 << 20):
+                while block := response.read1(1 << 20):  # whatever has arrived, without waiting for more
                     f.write(block)
                     bar.update(len(block))
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{destination.name}: the download's time limit ran out after "
+                                           f"{bar.n} bytes; pass a larger max_seconds for a slow connection")
         received = partial.stat().st_size
         if expected is not None and received != expected:
             raise RuntimeError(f"{destination.name}: received {received} bytes, the server announced "
@@ -275,7 +290,7 @@ def _verify_weights(path: Path, checkpoint: PublishedCheckpoint) -> str:
 
 
 def download_gpt2(size: str = "small", cache_dir: str | Path = CACHE_DIR / "gpt2",
-                  base_url: str = HF_BASE_URL) -> Path:
+                  base_url: str = HF_BASE_URL, read_timeout: float = 60.0, max_seconds: float = 3600.0) -> Path:
     """Download GPT-2's published `model.safetensors` and `config.json`; return the weights' path.
 
     Files go to `cache_dir/<size>/`. The weights are checked against the published sha256
@@ -283,6 +298,7 @@ def download_gpt2(size: str = "small", cache_dir: str | Path = CACHE_DIR / "gpt2
     and by parsing the safetensors header for the expected tensor names and shapes. Either
     way the file's sha256 is stored beside it (`model.safetensors.sha256`) and every later
     call verifies it, downloading again if the file changed. Needs the network the first time.
+    Each network read may wait `read_timeout` seconds, and both files together `max_seconds`.
     """
     if size not in GPT2_CHECKPOINTS:
         raise ValueError(f"unknown GPT-2 size {size!r}; choose one of {sorted(GPT2_CHECKPOINTS)}")
@@ -296,9 +312,10 @@ def download_gpt2(size: str = "small", cache_dir: str | Path = CACHE_DIR / "gpt2
         weights.unlink()  # changed since it was verified: fetch it again
     folder.mkdir(parents=True, exist_ok=True)
     url = f"{base_url}/{checkpoint.repo}/resolve/main"
+    deadline = time.monotonic() + max_seconds
     try:
-        _fetch(f"{url}/config.json", config, f"GPT-2 {size} config.json")
-        _fetch(f"{url}/model.safetensors", weights, f"GPT-2 {size} model.safetensors")
+        _fetch(f"{url}/config.json", config, f"GPT-2 {size} config.json", read_timeout, deadline)
+        _fetch(f"{url}/model.safetensors", weights, f"GPT-2 {size} model.safetensors", read_timeout, deadline)
     except OSError as err:  # URLError, HTTPError, timeouts and refused connections are all OSErrors
         raise RuntimeError(f"could not download GPT-2 {size} weights (no network?): {err}; "
                            "the course runs offline with a locally made checkpoint instead") from err
