@@ -76,7 +76,7 @@ def _tokenizer_files(tokenizer: Tokenizer | None) -> tuple[str | None, dict[str,
                      f"got {type(tokenizer).__name__}")
 
 
-def checkpoint_files(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, step: int = 0,
+def _checkpoint_files(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, step: int = 0,
                      tokenizer: Tokenizer | None = None, extra: dict | None = None) -> dict[str, bytes]:
     """Every file of a checkpoint, as bytes, after checking all inputs (nothing is written)."""
     if isinstance(model, DistributedDataParallel):
@@ -110,8 +110,8 @@ def checkpoint_files(model: nn.Module, optimizer: torch.optim.Optimizer | None =
     return files
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file or folder to the disk (folders cannot be opened on Windows, nor need to be)."""
+def _fsync_folder(path: Path) -> None:
+    """Flush a folder's entries (new names, renames) to the disk; Windows cannot open folders, nor needs to."""
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except (IsADirectoryError, PermissionError):
@@ -143,11 +143,11 @@ def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.op
 
     Everything is checked first. The new checkpoint is written into `<directory>.checkpoint-new`
     and flushed to disk; then the old folder is renamed aside, the new one renamed into place,
-    and the old one deleted. The folder may hold only checkpoint files (they are replaced as one).
-    A tiktoken encoding can only be GPT-2's, recorded by name.
+    and the old one deleted. The folder may hold only checkpoint files (they are replaced as one),
+    and one process at a time may save to it. A tiktoken encoding can only be GPT-2's, recorded by name.
     """
     directory = Path(directory)
-    files = checkpoint_files(model, optimizer, step, tokenizer, extra)
+    files = _checkpoint_files(model, optimizer, step, tokenizer, extra)
     _recover(directory)
     if directory.exists():
         if not directory.is_dir():
@@ -164,11 +164,11 @@ def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.op
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-    _fsync(new)
+    _fsync_folder(new)
     if directory.exists():
         os.replace(directory, old)
     os.replace(new, directory)
-    _fsync(directory.parent)
+    _fsync_folder(directory.parent)
     shutil.rmtree(old, ignore_errors=True)
     return directory
 
