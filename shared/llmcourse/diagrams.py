@@ -272,7 +272,7 @@ def draw_heads(n_heads: int = 4) -> Figure:
     _shape(ax, right, 6.4, "q, k, v: (T, d_model) each,\ncut into n_heads slices\nof head_dim columns")
     for c in centres:
         _arrow(ax, (c, 6.1), (c, 5.15))
-        _box(ax, c, 4.7, 1.3, 0.9, "softmax\n(q kᵀ/√hd) v", "attention", fontsize=8)
+        _box(ax, c, 4.7, 1.3, 0.9, "softmax(\nq kᵀ/√hd\n) · v", "attention", fontsize=7.5)
         _arrow(ax, (c, 4.25), (c, 3.3))
     _shape(ax, right, 4.7, f"{n_heads} heads, each on its own\nslice: (T, head_dim)")
     _split_bar(ax, x, 3.0, bar, 0.6, n_heads, "attention", slices)
