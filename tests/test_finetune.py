@@ -1,7 +1,9 @@
 """Tests of llmcourse.finetune: genre labels and passages, the classification head, metrics, instruction records,
 collate masking and exact match."""
 
+import hashlib
 import json
+import zipfile
 
 import pytest
 import torch
@@ -10,20 +12,15 @@ from llmcourse.data import load_plays
 from llmcourse.finetune import (GENRE_CLASSES, GPTClassifier, TASKS, accuracy, add_classification_head,
                                 bag_of_words, collate_instructions, confusion_matrix, encode_record,
                                 exact_match_by_task, fit, format_prompt, genre_label, genre_passages,
-                                hidden_states, instruction_records, load_instruction_json, macro_f1, pool,
+                                hidden_states, instruction_records, load_instruction_json, load_sms_spam, macro_f1,
+                                parse_sms_spam, pool,
                                 predict_proba, respond, set_trainable, shuffled_batches, word_vocabulary)
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import set_seed
 from llmcourse.tokenizer import BPETokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0, vocab_size: int = 64) -> GPTModel:
@@ -216,3 +213,32 @@ def test_exact_match_by_task_and_respond(tokenizer):
     model = tiny_model(vocab_size=tokenizer.vocab_size)
     response = respond(model, tokenizer, {"instruction": "Hi.", "input": "", "output": ""}, max_new_tokens=4)
     assert isinstance(response, str) and len(tokenizer.encode(response, allowed_special="none")) <= 4
+
+
+def sms_zip(path, lines: list[str]):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("SMSSpamCollection", "\n".join(lines) + "\n")
+    return path
+
+
+def test_sms_spam_parser_reads_labels_and_names_a_bad_line(tmp_path):
+    good = sms_zip(tmp_path / "good.zip", ["ham\tSee you at eight.", "spam\tWIN a prize! Call now", ""])
+    assert parse_sms_spam(good) == [("See you at eight.", 0), ("WIN a prize! Call now", 1)]
+    bad = sms_zip(tmp_path / "bad.zip", ["ham\tfine", "eggs\tnot a label"])
+    with pytest.raises(ValueError, match="line 2: expected 'ham' or 'spam'"):
+        parse_sms_spam(bad)
+    (tmp_path / "broken.zip").write_bytes(good.read_bytes()[:40])
+    with pytest.raises(ValueError, match="not a readable zip"):
+        parse_sms_spam(tmp_path / "broken.zip")
+
+
+def test_load_sms_spam_checks_the_sha256_and_fails_clearly_offline(tmp_path):
+    source = sms_zip(tmp_path / "published.zip", ["spam\tFree entry", "ham\tOk lar"])
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    with pytest.raises(RuntimeError, match="sha256 .* expected 0+; the file was not kept"):
+        load_sms_spam(tmp_path / "cache", url=source.as_uri(), sha256="0" * 64)
+    assert not any((tmp_path / "cache").iterdir())
+    assert load_sms_spam(tmp_path / "cache", url=source.as_uri(), sha256=digest) == [("Free entry", 1), ("Ok lar", 0)]
+    assert load_sms_spam(tmp_path / "cache", url="file:///nowhere", sha256=digest)[0] == ("Free entry", 1)  # cached
+    with pytest.raises(RuntimeError, match=r"could not download the SMS Spam Collection .*no network\?.*optional"):
+        load_sms_spam(tmp_path / "other", url=(tmp_path / "missing.zip").as_uri())

@@ -172,7 +172,7 @@ def test_download_fetches_verifies_and_records_sha256(tmp_path, tiny_published):
     hf_model, served, base_url = tiny_published
     path = download_gpt2("tiny", cache_dir=tmp_path / "cache", base_url=base_url)
     assert path.read_bytes() == (served / "model.safetensors").read_bytes()
-    assert (path.parent / "model.safetensors.sha256").read_text().strip() == weights._sha256(path)
+    assert (path.parent / "model.safetensors.sha256").read_text().strip() == weights.file_sha256(path)
     token_ids = torch.arange(12).unsqueeze(0)
     with torch.no_grad():
         torch.testing.assert_close(load_gpt2_safetensors(path)(token_ids), hf_logits(hf_model, token_ids),

@@ -4,6 +4,8 @@ and exact-match evaluation."""
 
 import json
 import random
+import time
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +17,10 @@ from torch import Tensor, nn
 from llmcourse.data import Play
 from llmcourse.generate import generate
 from llmcourse.model import GPTModel
+from llmcourse.runtime import CACHE_DIR
 from llmcourse.tokenizer import BPETokenizer
 from llmcourse.train import configure_optimizer, cross_entropy
+from llmcourse.weights import fetch, file_sha256
 
 # --- genre passages -------------------------------------------------------------------------------
 
@@ -465,3 +469,64 @@ def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: 
                                GENRE_CLASSES[genre_label(play.genre)], play))
     rng.shuffle(records)
     return records
+
+
+# --- optional online extra: the SMS Spam Collection ----------------------------------------------
+
+SMS_SPAM_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
+# sha256 of the zip as the UCI archive serves it (as recorded by other projects that pin it; the
+# course's own CI is offline and cannot re-check it). A mismatch stops with both digests.
+SMS_SPAM_SHA256 = "1587ea43e58e82b14ff1f5425c88e17f8496bfcdb67a583dbff9eefaf9963ce3"
+SMS_SPAM_LABELS = ("ham", "spam")
+
+
+def parse_sms_spam(zip_path: str | Path) -> list[tuple[str, int]]:
+    """(message, label) pairs from the collection's zip: label 0 = ham, 1 = spam.
+
+    The zip holds `SMSSpamCollection`, one message per line as "ham<TAB>text" or "spam<TAB>text";
+    a line in any other shape raises a ValueError that names its line number.
+    """
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            raw = archive.read("SMSSpamCollection")
+    except zipfile.BadZipFile:
+        raise ValueError(f"{zip_path} is not a readable zip file (corrupt or truncated download?)") from None
+    except KeyError:
+        raise ValueError(f"{zip_path} has no file named SMSSpamCollection") from None
+    messages = []
+    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab or label not in SMS_SPAM_LABELS or not text.strip():
+            raise ValueError(f"SMSSpamCollection line {number}: expected 'ham' or 'spam', a tab and a message, "
+                             f"got {line[:60]!r}")
+        messages.append((text, SMS_SPAM_LABELS.index(label)))
+    if not messages:
+        raise ValueError(f"{zip_path}: SMSSpamCollection holds no messages")
+    return messages
+
+
+def load_sms_spam(cache_dir: str | Path = CACHE_DIR / "sms_spam", url: str = SMS_SPAM_URL,
+                  sha256: str = SMS_SPAM_SHA256, timeout: float = 30.0) -> list[tuple[str, int]]:
+    """The UCI SMS Spam Collection as (message, label) pairs, downloaded once into the cache.
+
+    An online extra: nothing in the course needs it. The zip's sha256 is checked before it is
+    kept; offline, the download fails within `timeout` seconds with a message that says so.
+    """
+    path = Path(cache_dir) / "sms_spam_collection.zip"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        download = path.with_name(path.name + ".download")
+        try:
+            fetch(url, download, "SMS Spam Collection", timeout, time.monotonic() + 10 * timeout)
+        except OSError as err:  # URLError, HTTPError, timeouts and refused connections are all OSErrors
+            raise RuntimeError(f"could not download the SMS Spam Collection from {url} (no network?): {err}. "
+                               "It is an optional extra; the course's notebooks run offline without it") from err
+        digest = file_sha256(download)
+        if digest != sha256:
+            download.unlink()
+            raise RuntimeError(f"the downloaded SMS Spam Collection has sha256 {digest}, expected {sha256}; "
+                               "the file was not kept")
+        download.replace(path)
+    return parse_sms_spam(path)

@@ -234,7 +234,8 @@ GPT2_CHECKPOINTS = {
 }
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(1 << 20):
@@ -242,7 +243,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch(url: str, destination: Path, description: str, read_timeout: float, deadline: float) -> None:
+def fetch(url: str, destination: Path, description: str, read_timeout: float, deadline: float) -> None:
     """Stream `url` into `destination` with a progress bar; check the size against Content-Length.
 
     Each read may wait `read_timeout` seconds; the whole transfer must end by `deadline`
@@ -272,7 +273,7 @@ def _fetch(url: str, destination: Path, description: str, read_timeout: float, d
 
 def _verify_weights(path: Path, checkpoint: PublishedCheckpoint) -> str:
     """Check a downloaded weights file (published checksum, or size and header); return its sha256."""
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if checkpoint.sha256 is not None and digest != checkpoint.sha256:
         raise RuntimeError(f"{path.name}: sha256 {digest} does not match the published {checkpoint.sha256}")
     if checkpoint.n_bytes is not None and path.stat().st_size != checkpoint.n_bytes:
@@ -307,15 +308,15 @@ def download_gpt2(size: str = "small", cache_dir: str | Path = CACHE_DIR / "gpt2
     weights, digest_file, config = (folder / "model.safetensors", folder / "model.safetensors.sha256",
                                     folder / "config.json")
     if weights.exists() and digest_file.exists() and config.exists():
-        if _sha256(weights) == digest_file.read_text().strip():
+        if file_sha256(weights) == digest_file.read_text().strip():
             return weights
         weights.unlink()  # changed since it was verified: fetch it again
     folder.mkdir(parents=True, exist_ok=True)
     url = f"{base_url}/{checkpoint.repo}/resolve/main"
     deadline = time.monotonic() + max_seconds
     try:
-        _fetch(f"{url}/config.json", config, f"GPT-2 {size} config.json", read_timeout, deadline)
-        _fetch(f"{url}/model.safetensors", weights, f"GPT-2 {size} model.safetensors", read_timeout, deadline)
+        fetch(f"{url}/config.json", config, f"GPT-2 {size} config.json", read_timeout, deadline)
+        fetch(f"{url}/model.safetensors", weights, f"GPT-2 {size} model.safetensors", read_timeout, deadline)
     except OSError as err:  # URLError, HTTPError, timeouts and refused connections are all OSErrors
         raise RuntimeError(f"could not download GPT-2 {size} weights (no network?): {err}; "
                            "the course runs offline with a locally made checkpoint instead") from err
