@@ -38,10 +38,15 @@ def notebooks_in_order(chapter: Path) -> list[Path]:
     return sorted(chapter.glob("*.ipynb"), key=lambda p: (p.stem == "solutions", p.name))
 
 
+ACRONYMS = {"gpt": "GPT", "lora": "LoRA", "llm": "LLM"}
+
+
 def chapter_title(chapter: Path) -> str:
-    """'ch02_text_data' -> 'Chapter 2 · Text data'."""
+    """'ch02_text_data' -> 'Chapter 2 · Text data', 'ch04_gpt_model' -> 'Chapter 4 · GPT model'."""
     number, _, name = chapter.name.partition("_")
-    return f"Chapter {int(number[2:])} · {name.replace('_', ' ').capitalize()}"
+    words = [ACRONYMS.get(word, word) for word in name.split("_")]
+    words[0] = words[0][0].upper() + words[0][1:]
+    return f"Chapter {int(number[2:])} · {' '.join(words)}"
 
 
 def chapter_page(chapter: Path) -> str:
@@ -88,12 +93,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="llmcourse-site-") as tmp:
         src = Path(tmp) / "src"
         notebooks = gather_sources(src)
-        shutil.rmtree(args.out, ignore_errors=True)
+        # Built inside the temporary folder: MyST-NB writes a jupyter_execute/ beside the output folder.
+        html = Path(tmp) / "html"
         status = build_main(["-b", "html", "-q", "-c", str(WEBSITE), "-d", str(Path(tmp) / "doctrees"),
-                             str(src), str(args.out)])
-    if status != 0:
-        print(f"Sphinx failed (exit {status})", file=sys.stderr)
-        return status
+                             str(src), str(html)])
+        if status != 0:
+            print(f"Sphinx failed (exit {status})", file=sys.stderr)
+            return status
+        shutil.rmtree(args.out, ignore_errors=True)
+        shutil.copytree(html, args.out)
     pages = len(list(args.out.rglob("*.html")))
     print(f"built {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}/: "
           f"{len(notebooks)} notebooks in {len(chapter_folders())} chapters, {pages} HTML pages, "
