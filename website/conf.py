@@ -53,6 +53,7 @@ html_theme = "sphinx_book_theme"
 html_title = "Build a GPT from scratch"
 html_static_path = []
 html_last_updated_fmt = None
+html_sidebars = {"**": ["navbar-logo.html", "sbt-sidebar-nav.html"]}  # the search box is in the header
 html_context = {"default_mode": "auto"}  # left empty, the theme logs a console error on a first visit
 html_theme_options = {
     "home_page_in_toc": True,
