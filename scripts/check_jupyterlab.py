@@ -115,6 +115,9 @@ def run_in_lab(page, url: str, name: str, copy: Path) -> tuple[int, list[str]]:
     page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
     deadline = time.monotonic() + 60
     while not kernels_idle(url):  # the kernel has started and is ready
+        accept = page.locator(".jp-Dialog .jp-mod-accept")
+        if accept.count():  # a notebook with no kernelspec asks which kernel: take the proposed one
+            accept.first.click()
         if time.monotonic() > deadline:
             return 0, ["the kernel did not start within 60 s"]
         time.sleep(0.5)
