@@ -6,7 +6,7 @@ grid) and the epoch by early stopping on validation exact match; the same rate s
 runs. Every run is scored once on the test plays, per task type, by exact match of the greedy
 response. Writes bench/results/finetune_instruct.json, which notebook 6B plots. Usage:
 
-    LLMCOURSE_THREADS=1 python bench/finetune_instruct.py      # about 12 minutes on a 2-core CPU
+    LLMCOURSE_THREADS=1 python bench/finetune_instruct.py      # about 25 minutes on a 2-core CPU
 """
 
 import copy
@@ -23,11 +23,11 @@ from llmcourse.finetune import (encode_record, exact_match_by_task, fit, instruc
 from llmcourse.train import course_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_instruct.json"
-PER_TASK = {"train": 200, "val": 20, "test": 50}  # records per task type in each split
+PER_TASK = {"train": 600, "val": 20, "test": 50}  # records per task type in each split
 SEEDS = (0, 1, 2)
-EPOCHS = 3
+EPOCHS = 4
 BATCH_SIZE = 16
-LRS = (3e-4, 1e-3)
+LRS = (1e-3, 3e-3, 6e-3)
 
 
 def scores(model, tokenizer, records: list[dict]) -> dict[str, float]:
