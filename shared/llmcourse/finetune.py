@@ -14,6 +14,8 @@ import regex
 import torch
 from torch import Tensor, nn
 
+# The bag-of-words features of chapter 6's baseline are built in chapter 1; they stay importable from here.
+from llmcourse.bow import bag_of_words, word_vocabulary  # noqa: F401
 from llmcourse.data import Play
 from llmcourse.generate import generate
 from llmcourse.model import GPTModel
@@ -273,30 +275,6 @@ def macro_f1(labels: Tensor, predictions: Tensor, n_classes: int) -> float:
     true_positive = counts.diag()
     f1 = 2 * true_positive / (counts.sum(0) + counts.sum(1)).clamp(min=1)
     return f1.mean().item()
-
-
-# --- the bag-of-words baseline ---------------------------------------------------------------------
-
-WORD_PATTERN = r"[a-z]+(?:'[a-z]+)*"
-
-
-def word_vocabulary(texts: Iterable[str], min_count: int = 2) -> dict[str, int]:
-    """Lower-cased words seen at least `min_count` times, sorted, mapped to column indices."""
-    counts: dict[str, int] = {}
-    for text in texts:
-        for word in regex.findall(WORD_PATTERN, text.lower()):
-            counts[word] = counts.get(word, 0) + 1
-    return {word: i for i, word in enumerate(sorted(w for w, c in counts.items() if c >= min_count))}
-
-
-def bag_of_words(texts: Sequence[str], vocabulary: dict[str, int]) -> Tensor:
-    """log(1 + count) of every vocabulary word in every text (texts, words); unknown words are dropped."""
-    counts = torch.zeros(len(texts), len(vocabulary))
-    for row, text in enumerate(texts):
-        for word in regex.findall(WORD_PATTERN, text.lower()):
-            if word in vocabulary:
-                counts[row, vocabulary[word]] += 1
-    return counts.log1p()
 
 
 # --- instruction records -------------------------------------------------------------------------
