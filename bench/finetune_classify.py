@@ -30,6 +30,7 @@ from llmcourse.finetune import (GENRE_CLASSES, GPTClassifier, accuracy, add_clas
 from llmcourse.lora import add_lora, freeze_except_lora
 from llmcourse.model import GPTModel
 from llmcourse.runtime import set_seed
+from llmcourse.checkpoint import weights_sha256
 from llmcourse.train import course_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_classify.json"
@@ -159,6 +160,7 @@ def main() -> None:
                 for split in ("val", "test")}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
+        "course_model_sha256": weights_sha256(pretrained),  # which pretrained model these runs started from
         "about": "bench/finetune_classify.py: genre classification (comedy, history, tragedy) of 64-token passages",
         "per_class": PER_CLASS, "n_tokens": N_TOKENS, "seeds": list(SEEDS), "batch_size": BATCH_SIZE,
         "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),

@@ -20,6 +20,7 @@ import torch
 from llmcourse.data import load_plays
 from llmcourse.finetune import (encode_record, exact_match_by_task, fit, instruction_batches,
                                 instruction_records, respond)
+from llmcourse.checkpoint import weights_sha256
 from llmcourse.train import course_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_instruct.json"
@@ -71,6 +72,7 @@ def main() -> None:
                   f"(epoch {result['best_epoch']}, {result['cpu_seconds']:.0f} CPU s)", flush=True)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
+        "course_model_sha256": weights_sha256(pretrained),  # which pretrained model these runs started from
         "about": "bench/finetune_instruct.py: instruction fine-tuning on records built from the plays",
         "per_task": PER_TASK, "seeds": list(SEEDS), "epochs": EPOCHS, "batch_size": BATCH_SIZE,
         "lr_grid": list(LRS), "chosen_lr": first["lr"], "threads": torch.get_num_threads(),

@@ -12,7 +12,7 @@ import pytest
 import tiktoken
 import torch
 
-from llmcourse.checkpoint import _config_digest, load_checkpoint, restore_optimizer, save_checkpoint
+from llmcourse.checkpoint import _config_digest, load_checkpoint, restore_optimizer, save_checkpoint, weights_sha256
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import set_seed
 from llmcourse.tokenizer import BPETokenizer, gpt2_encoding
@@ -280,3 +280,13 @@ def test_saves_killed_at_random_moments_leave_exactly_the_old_or_the_new_checkpo
         loaded = load_checkpoint(target, "cpu")
         assert fingerprint(loaded) in versions
     assert kills >= 10
+
+
+def test_weights_sha256_changes_with_any_weight_and_not_with_a_copy():
+    model = GPTModel(GPTConfig(vocab_size=32, context_length=8, d_model=16, n_heads=2, n_layers=1))
+    copy_of_it = GPTModel(model.cfg)
+    copy_of_it.load_state_dict(model.state_dict())
+    assert weights_sha256(model) == weights_sha256(copy_of_it)
+    with torch.no_grad():
+        copy_of_it.blocks[0].ff.fc_in.weight[0, 0] += 1e-6
+    assert weights_sha256(model) != weights_sha256(copy_of_it)

@@ -54,6 +54,20 @@ def _config_digest(config: dict) -> str:
     return _sha256(json.dumps(content, sort_keys=True).encode("utf-8"))
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """A fingerprint of a model's weights: the sha256 of its state dict's names and bytes, in order.
+
+    Two models share it only if every weight is bit-identical, e.g. the course model retrained on
+    another CPU or thread count gets a different one; results files record it to say which model
+    they were measured on.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _saved_tensors(model: GPTModel) -> dict[str, Tensor]:
     """The state dict as stored: a tied output head is the embedding matrix, so it is stored once."""
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
