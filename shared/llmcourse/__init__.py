@@ -2,6 +2,10 @@
 
 Modules, in the order the course builds them:
     runtime    device and thread choice, seeding and the repository's data and cache folders
+    bow        bag-of-words counts, TF-IDF and cosine similarity (chapter 1)
+    ngram      n-gram language models with add-k, interpolated and Kneser-Ney smoothing (chapter 1)
+    word2vec   skip-gram with negative sampling (chapter 1)
+    rnn        RNN and LSTM language models (chapter 1)
     tokenizer  regex tokenizer, byte-level BPE, GPT-2's encoding (chapter 2)
     data       corpus loaders, sliding-window datasets and loaders (chapter 2)
     attention  multi-head attention: causal or bidirectional, self or cross (chapter 3)
@@ -11,6 +15,8 @@ Modules, in the order the course builds them:
     train      losses, evaluation, the training loop and the course's pretrained GPT (chapter 5)
     checkpoint crash-safe, checksummed checkpoints of a model, its optimizer and tokenizer (chapter 5)
     diagrams   drawn figures of the model's structure (chapters 3-5)
+    finetune   classification heads, instruction records, collate and masking, exact match (chapter 6)
+    lora       low-rank adaptation: LoRALinear, wrapping and merging (chapter 6)
 """
 
 from llmcourse.runtime import use_recommended_threads
