@@ -1,5 +1,6 @@
 """Tests of llmcourse.train: losses, schedule, optimizer groups, the training loop, resuming, the course model."""
 
+import dataclasses
 import math
 
 import pytest
@@ -229,3 +230,14 @@ def test_course_model_pretrains_once_then_loads_from_the_cache(tmp_path, monkeyp
     again, _ = course_model(device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
+
+
+def test_course_tokenizer_without_a_cached_model_trains_the_same_tokenizer_every_time(tmp_path, monkeypatch):
+    import llmcourse.train as train_module
+    monkeypatch.setattr(train_module, "COURSE_MODEL_DIR", tmp_path / "empty")
+    monkeypatch.setattr(train_module, "load_shakespeare", lambda split: load_shakespeare(split)[:30_000])
+    monkeypatch.setattr(train_module, "COURSE_SETTINGS", dataclasses.replace(train_module.COURSE_SETTINGS, vocab_size=300))
+    alone = train_module.course_tokenizer()
+    again = train_module.course_tokenizer()
+    text = load_shakespeare("val")[:5_000]
+    assert alone.vocab_size == 300 and alone.encode(text) == again.encode(text)

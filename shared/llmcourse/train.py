@@ -381,17 +381,37 @@ def pretrain_course_model(settings: PretrainSettings = COURSE_SETTINGS, director
     return model.eval(), tokenizer, history
 
 
-def course_model(device: torch.device | str | None = None) -> tuple[GPTModel, BPETokenizer]:
+def _cached_course_model(device: torch.device | str | None) -> tuple[GPTModel, BPETokenizer] | None:
+    """The cached course model and tokenizer if the cache holds one trained with `COURSE_SETTINGS`."""
+    try:
+        checkpoint = load_checkpoint(COURSE_MODEL_DIR, device)
+    except (FileNotFoundError, ValueError):
+        return None
+    if checkpoint.extra.get("settings") == asdict(COURSE_SETTINGS) and isinstance(checkpoint.tokenizer, BPETokenizer):
+        return checkpoint.model, checkpoint.tokenizer
+    return None
+
+
+def course_model(device: torch.device | str | None = None,
+                 progress: bool = True) -> tuple[GPTModel, BPETokenizer]:
     """The chapter-5 GPT and its tokenizer, in eval mode: loaded from the cache, or pretrained (~3 min on a CPU).
 
     A cached checkpoint is used only if it was trained with `COURSE_SETTINGS`.
     """
-    try:
-        checkpoint = load_checkpoint(COURSE_MODEL_DIR, device)
-        if checkpoint.extra.get("settings") == asdict(COURSE_SETTINGS) and isinstance(checkpoint.tokenizer,
-                                                                                      BPETokenizer):
-            return checkpoint.model, checkpoint.tokenizer
-    except (FileNotFoundError, ValueError):
-        pass
-    model, tokenizer, _ = pretrain_course_model(COURSE_SETTINGS, COURSE_MODEL_DIR, device)
+    cached = _cached_course_model(device)
+    if cached is not None:
+        return cached
+    model, tokenizer, _ = pretrain_course_model(COURSE_SETTINGS, COURSE_MODEL_DIR, device, progress=progress)
     return model, tokenizer
+
+
+def course_tokenizer() -> BPETokenizer:
+    """The course GPT's BPE tokenizer: from the cached model, or trained alone on the training plays (seconds).
+
+    Both give the same tokenizer (training is deterministic), so chapters before chapter 5 can use it
+    without pretraining the GPT.
+    """
+    cached = _cached_course_model("cpu")
+    if cached is not None:
+        return cached[1]
+    return BPETokenizer.train(load_shakespeare("train"), COURSE_SETTINGS.vocab_size)
