@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from llmcourse.data import load_plays
 from llmcourse.finetune import (GENRE_CLASSES, GPTClassifier, accuracy, add_classification_head, bag_of_words,
