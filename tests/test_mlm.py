@@ -1,0 +1,183 @@
+"""Tests of llmcourse.mlm: the BERT tokenizer, masked-LM masking, next-sentence pairs and their packing."""
+
+import pytest
+import torch
+
+from llmcourse.data import load_plays
+from llmcourse.mlm import (IGNORE_INDEX, IS_NEXT, RANDOM_NEXT, SPECIAL_TOKENS, SentencePair, bert_tokenizer, collate_pairs,
+                           mask_tokens, nsp_pairs, pack_pair, split_speeches)
+from llmcourse.train import course_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+VOCAB, PAD, CLS, SEP, MASK = 100, 96, 97, 98, 99
+SPECIAL = (PAD, CLS, SEP, MASK)
+
+
+@pytest.fixture(scope="module")
+def plays():
+    return load_plays()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return bert_tokenizer()
+
+
+def padded_batch(rows: int = 2000, length: int = 60, seed: int = 0) -> torch.Tensor:
+    """Rows of [CLS] text [SEP] text [SEP] [PAD]..., with texts of random lengths, ids 0..95."""
+    generator = torch.Generator().manual_seed(seed)
+    batch = torch.full((rows, length), PAD)
+    for row in range(rows):
+        n = int(torch.randint(10, length - 3, (1,), generator=generator))
+        batch[row, :n] = torch.randint(0, PAD, (n,), generator=generator)
+        batch[row, 0], batch[row, n // 2], batch[row, n] = CLS, SEP, SEP
+    return batch
+
+
+def test_bert_tokenizer_adds_the_four_special_tokens_after_the_course_ids():
+    base, tokenizer = course_tokenizer(), bert_tokenizer()
+    assert tokenizer.vocab_size == base.vocab_size + 4
+    assert [tokenizer.special_tokens[t] for t in SPECIAL_TOKENS] == list(range(base.vocab_size, base.vocab_size + 4))
+    text = "To be, or not to be: that is the question.\n"
+    assert tokenizer.encode(text) == base.encode(text)
+    assert tokenizer.encode("[CLS] to be [MASK]", allowed_special="all")[0] == tokenizer.special_tokens["[CLS]"]
+
+
+def test_mask_tokens_chooses_fifteen_percent_of_each_rows_ordinary_tokens():
+    batch = padded_batch()
+    _, labels = mask_tokens(batch, MASK, VOCAB, SPECIAL, generator=0)
+    ordinary = ~torch.isin(batch, torch.tensor(SPECIAL))
+    expected = (0.15 * ordinary.sum(1)).round().clamp(min=1)
+    assert torch.equal((labels != IGNORE_INDEX).sum(1), expected.long())
+
+
+def test_mask_tokens_splits_the_chosen_positions_80_10_10():
+    batch = padded_batch(rows=5000)
+    inputs, labels = mask_tokens(batch, MASK, VOCAB, SPECIAL, generator=1)
+    chosen = labels != IGNORE_INDEX
+    n = chosen.sum().item()
+    assert n > 20_000
+    masked = (inputs[chosen] == MASK).sum().item() / n
+    kept = (inputs[chosen] == batch[chosen]).sum().item() / n
+    replaced = ((inputs[chosen] != MASK) & (inputs[chosen] != batch[chosen])).sum().item() / n
+    # With n > 20,000 the standard error of each share is under 0.003; 0.01 is over three of them.
+    assert abs(masked - 0.8) < 0.01 and abs(kept - 0.1) < 0.01 and abs(replaced - 0.1) < 0.01
+    assert not torch.isin(inputs[chosen & (inputs != MASK)], torch.tensor(SPECIAL)).any()  # random ids are ordinary
+
+
+def test_mask_tokens_never_touches_special_tokens_or_padding_and_labels_only_chosen_positions():
+    batch = padded_batch(rows=500)
+    inputs, labels = mask_tokens(batch, MASK, VOCAB, SPECIAL, generator=2)
+    special = torch.isin(batch, torch.tensor(SPECIAL))
+    assert torch.equal(inputs[special], batch[special])
+    assert (labels[special] == IGNORE_INDEX).all()
+    chosen = labels != IGNORE_INDEX
+    assert torch.equal(labels[chosen], batch[chosen])
+    assert torch.equal(inputs[~chosen], batch[~chosen])  # nothing changes off the chosen positions
+
+
+def test_mask_tokens_is_reproducible_from_its_generator_and_ignores_the_global_seed():
+    batch = padded_batch(rows=50)
+    torch.manual_seed(0)
+    first = mask_tokens(batch, MASK, VOCAB, SPECIAL, generator=7)
+    torch.manual_seed(1)
+    second = mask_tokens(batch, MASK, VOCAB, SPECIAL, generator=torch.Generator().manual_seed(7))
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    other = mask_tokens(batch, MASK, VOCAB, SPECIAL, generator=8)
+    assert not torch.equal(first[1], other[1])
+
+
+def test_mask_tokens_keeps_the_shape_of_one_sequence():
+    inputs, labels = mask_tokens(torch.arange(40), MASK, VOCAB, SPECIAL, generator=0)
+    assert inputs.shape == labels.shape == (40,) and (labels != IGNORE_INDEX).sum() == 6
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"token_ids": torch.zeros(3, 4)}, "integer tensor"),
+    ({"token_ids": torch.zeros(2, 3, 4, dtype=torch.long)}, "integer tensor"),
+    ({"rate": 0.0}, "rate must be in"),
+    ({"rate": 1.5}, "rate must be in"),
+    ({"mask_id": 5}, "must be one of special_ids"),
+    ({"token_ids": torch.tensor([[1, 2, 100]])}, "token ids must be in 0..99"),
+])
+def test_mask_tokens_refuses_bad_input(kwargs, message):
+    arguments = {"token_ids": torch.tensor([[1, 2, 3]]), "mask_id": MASK, "vocab_size": VOCAB,
+                 "special_ids": SPECIAL, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        mask_tokens(**arguments)
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_nsp_pairs_are_balanced_and_never_leave_their_split(plays, tokenizer, split):
+    pairs = nsp_pairs(plays, split, tokenizer, context_length=128, seed=0)
+    in_split = {p.play for p in plays if p.split == split}
+    labels = [p.label for p in pairs]
+    assert len(pairs) > 1000 and abs(labels.count(IS_NEXT) - labels.count(RANDOM_NEXT)) <= 1
+    assert all(p.a_play in in_split and p.b_play in in_split for p in pairs)
+    random_pairs = [p for p in pairs if p.label == RANDOM_NEXT]
+    assert sum(p.a_play != p.b_play for p in random_pairs) > 0.5 * len(random_pairs)  # B is drawn from every play
+
+
+def test_training_pairs_use_only_training_plays(plays, tokenizer):
+    pairs = nsp_pairs(plays, "train", tokenizer, context_length=128, seed=0)
+    in_split = {p.play for p in plays if p.split == "train"}
+    assert all(p.a_play in in_split and p.b_play in in_split for p in pairs)
+
+
+def test_is_next_pairs_are_consecutive_speeches_and_random_pairs_are_not(plays, tokenizer):
+    speeches = split_speeches(plays, "test", tokenizer)
+    pairs = nsp_pairs(plays, "test", tokenizer, context_length=128, seed=1)
+    for pair in pairs:
+        (a_first, a_stop), (b_first, b_stop) = pair.a_speeches, pair.b_speeches
+        assert pair.a_ids == tuple(i for _, ids in speeches[a_first:a_stop] for i in ids)
+        assert pair.b_ids == tuple(i for _, ids in speeches[b_first:b_stop] for i in ids)
+        assert len({play for play, _ in speeches[a_first:a_stop]}) == 1 and speeches[a_first][0] == pair.a_play
+        if pair.label == IS_NEXT:
+            assert b_first == a_stop and pair.b_play == pair.a_play
+        else:
+            assert b_first != a_stop
+
+
+def test_nsp_pairs_depend_on_the_seed_only(plays, tokenizer):
+    first = nsp_pairs(plays, "test", tokenizer, seed=3)
+    assert first == nsp_pairs(plays, "test", tokenizer, seed=3)
+    assert [p.label for p in first] != [p.label for p in nsp_pairs(plays, "test", tokenizer, seed=4)]
+
+
+def test_pack_pair_keeps_the_tokens_next_to_the_boundary():
+    ids, segments = pack_pair(list(range(10, 30)), list(range(50, 54)), CLS, SEP, context_length=16)
+    assert ids == [CLS, *range(21, 30), SEP, 50, 51, 52, 53, SEP]  # A lost its start, B was short enough
+    assert segments == [0] * 11 + [1] * 5
+    ids, _ = pack_pair(list(range(10, 30)), list(range(50, 80)), CLS, SEP, context_length=11)
+    assert ids == [CLS, 26, 27, 28, 29, SEP, 50, 51, 52, 53, SEP]  # both trimmed, the longer first
+
+
+def test_pack_pair_refuses_empty_segments_and_tiny_contexts():
+    with pytest.raises(ValueError, match="at least one token"):
+        pack_pair([], [1], CLS, SEP, 16)
+    with pytest.raises(ValueError, match="at least 5"):
+        pack_pair([1], [1], CLS, SEP, 4)
+
+
+def test_collate_pairs_pads_with_pad_and_masks_the_padding(plays, tokenizer):
+    pairs = nsp_pairs(plays, "test", tokenizer, context_length=32, seed=0)[:8]
+    batch = collate_pairs(pairs, tokenizer, context_length=32)
+    pad = tokenizer.special_tokens["[PAD]"]
+    assert batch.token_ids.shape == batch.segment_ids.shape == batch.padding_mask.shape
+    assert batch.token_ids.shape[1] <= 32
+    assert torch.equal(batch.padding_mask, batch.token_ids != pad)
+    assert (batch.token_ids[:, 0] == tokenizer.special_tokens["[CLS]"]).all()
+    assert torch.equal(batch.nsp_labels, torch.tensor([p.label for p in pairs]))
+    assert ((batch.token_ids == tokenizer.special_tokens["[SEP]"]).sum(1) == 2).all()
+    short = SentencePair((1, 2, 3), (5,), IS_NEXT, "x", "x", (0, 1), (1, 2))
+    batch = collate_pairs([short, pairs[1]], tokenizer, 32)
+    assert batch.padding_mask[0].sum() == 7 and (batch.token_ids[0, 7:] == pad).all()
+
+
+def test_collate_pairs_needs_the_bert_special_tokens(plays, tokenizer):
+    pairs = nsp_pairs(plays, "test", tokenizer, context_length=32, seed=0)[:2]
+    with pytest.raises(ValueError, match="lacks the special tokens"):
+        collate_pairs(pairs, course_tokenizer(), 32)
+    with pytest.raises(ValueError, match="empty batch"):
+        collate_pairs([], tokenizer, 32)
