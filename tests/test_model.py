@@ -1,4 +1,5 @@
-"""GPTModel: GPT-2's parameter count, deterministic greedy generation, clear errors, both norm placements."""
+"""GPTModel: GPT-2's parameter count, deterministic greedy generation, clear errors, both norm placements,
+and the modern options (rotary positions, RMSNorm, SwiGLU, ReLU², no biases, QK-norm)."""
 
 import pytest
 import torch
@@ -131,7 +132,66 @@ def test_kv_cached_forward_matches_full_forward():
     (dict(context_length=16.0), "GPTConfig.context_length must be an integer >= 1, got 16.0"),
     (dict(dropout=1.0), r"GPTConfig.dropout must be a probability in \[0, 1\), got 1.0"),
     (dict(pre_norm="yes"), "GPTConfig.pre_norm must be True or False, got 'yes'"),
+    (dict(positions="alibi"), "GPTConfig.positions must be one of"),
+    (dict(ff="geglu"), "GPTConfig.ff must be one of"),
+    (dict(norm="batch"), "GPTConfig.norm must be one of"),
+    (dict(d_ff=-1), "GPTConfig.d_ff must be an integer >= 0"),
+    (dict(norm_eps=0.0), "GPTConfig.norm_eps must be a positive number"),
+    (dict(positions="rotary", d_model=12, n_heads=4), "rotary positions need an even head size"),
 ])
 def test_impossible_configs_are_refused_naming_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig(**{**TINY, **overrides})
+
+
+MODERN = dict(positions="rotary", norm="rms", ff="swiglu", bias=False, qk_norm=True, tie_weights=False)
+
+
+@pytest.mark.parametrize("overrides", [dict(positions="rotary"), dict(positions="sinusoidal"), dict(norm="rms"),
+                                       dict(ff="swiglu"), dict(ff="relu2"), dict(bias=False), dict(qk_norm=True),
+                                       MODERN])
+def test_every_option_is_causal_and_kv_cache_exact(overrides):
+    model = tiny_model(**overrides)
+    token_ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(1))
+    changed = token_ids.clone()
+    changed[:, 8:] = (token_ids[:, 8:] + 1) % 50
+    cache = model.new_kv_cache()
+    with torch.no_grad():
+        full = model(token_ids)
+        cached = torch.cat([model(token_ids[:, :5], kv_cache=cache), model(token_ids[:, 5:], kv_cache=cache)], 1)
+        torch.testing.assert_close(model(changed)[:, :8], full[:, :8], atol=1e-5, rtol=0)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
+
+
+def test_rotary_scores_depend_only_on_distance():
+    from llmcourse.attention import RotaryEmbedding
+    rotary = RotaryEmbedding(head_dim=8, context_length=32)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    scores = [(rotary(q, offset=p + 3) * rotary(k, offset=p)).sum().item() for p in (0, 5, 20)]
+    assert max(scores) - min(scores) < 1e-5
+    assert abs((rotary(q, offset=7) * rotary(k, offset=0)).sum().item() - scores[0]) > 1e-3
+
+
+def test_modern_model_has_no_biases_no_position_table_and_an_untied_head():
+    model = tiny_model(**MODERN)
+    names = [name for name, _ in model.named_parameters()]
+    assert not any(name.endswith("bias") for name in names)
+    assert not any("pos_emb" in name for name in names)
+    assert model.out_head.weight is not model.tok_emb.weight
+    assert model.blocks[0].ff.fc_in.out_features == 2 * (8 * 32 // 3)
+
+
+def test_rms_norm_matches_torch():
+    from llmcourse.model import RMSNorm
+    ours, reference = RMSNorm(16), torch.nn.RMSNorm(16, eps=1e-5)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        reference.weight.copy_(ours.weight)
+    x = torch.randn(3, 5, 16)
+    torch.testing.assert_close(ours(x), reference(x))
+
+
+def test_default_options_build_the_same_weights_as_gpt2s_layout():
+    names = [name for name, _ in tiny_model().named_parameters()]
+    assert "pos_emb.weight" in names and "blocks.0.attn.W_query.bias" in names and "blocks.0.norm1.bias" in names
+    assert tiny_model().blocks[0].ff.fc_in.out_features == 4 * 32

@@ -1,4 +1,7 @@
-"""Multi-head attention, causal or bidirectional, self or cross, with a key-value cache (chapter 3)."""
+"""Multi-head attention, causal or bidirectional, self or cross, with a key-value cache (chapter 3).
+
+Two options from later models (chapter 5's modern recipe): rotary positions and QK-norm.
+"""
 
 import math
 
@@ -27,16 +30,43 @@ class KVCache:
         return self.keys, self.values
 
 
+class RotaryEmbedding(nn.Module):
+    """Rotary positions (RoPE): rotate each pair of query/key dimensions by an angle proportional to the position.
+
+    The dot product of a rotated query and a rotated key then depends only on how far apart they are.
+    Pairs are (dimension i, dimension i + head_dim/2); pair i turns at the frequency base^(-2i/head_dim).
+    """
+
+    def __init__(self, head_dim: int, context_length: int, base: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"rotary positions need an even head_dim, got {head_dim}")
+        frequencies = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(context_length, dtype=torch.float32), frequencies)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """Rotate `x` (batch, heads, tokens, head_dim) whose first token sits at position `offset`."""
+        cos = self.cos[offset:offset + x.shape[2]].to(x.dtype)
+        sin = self.sin[offset:offset + x.shape[2]].to(x.dtype)
+        first, second = x.chunk(2, dim=-1)
+        return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+
+
 class MultiHeadAttention(nn.Module):
     """Splits one projection into heads, attends, and merges them back.
 
     Self-attention when `context` is None, cross-attention (queries from `x`, keys and values
     from `context`) otherwise. The fused path calls `F.scaled_dot_product_attention`; the
     explicit path computes the same thing step by step and can return the attention weights.
+    `rotary` rotates queries and keys by their positions (self-attention only); `qk_norm` RMS-normalises
+    each head's queries and keys before the dot product; `bias=False` drops the output projection's bias.
     """
 
     def __init__(self, d_in: int, d_out: int, n_heads: int, context_length: int,
-                 dropout: float = 0.0, causal: bool = True, qkv_bias: bool = False):
+                 dropout: float = 0.0, causal: bool = True, qkv_bias: bool = False,
+                 bias: bool = True, rotary: bool = False, qk_norm: bool = False):
         super().__init__()
         if d_out % n_heads != 0:
             raise ValueError(f"d_out={d_out} is not divisible by n_heads={n_heads}")
@@ -51,8 +81,11 @@ class MultiHeadAttention(nn.Module):
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.out_proj = nn.Linear(d_out, d_out)
+        self.out_proj = nn.Linear(d_out, d_out, bias=bias)
         self.attn_dropout = nn.Dropout(dropout)
+        self.rotary = RotaryEmbedding(self.head_dim, context_length) if rotary else None
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
         # True above the diagonal: the future positions a causal query may not see.
         future = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
         self.register_buffer("future_mask", future, persistent=False)
@@ -85,6 +118,10 @@ class MultiHeadAttention(nn.Module):
         queries = self.split_heads(self.W_query(x))
         keys = self.split_heads(self.W_key(source))
         values = self.split_heads(self.W_value(source))
+        if self.q_norm is not None:
+            queries, keys = self.q_norm(queries), self.k_norm(keys)
+        if self.rotary is not None and context is None:
+            queries, keys = self.rotary(queries, offset=past), self.rotary(keys, offset=past)
         if kv_cache is not None:
             keys, values = kv_cache.append(keys, values)
 

@@ -133,8 +133,7 @@ def hidden_states(model: GPTModel, token_ids: Tensor, n_blocks: int) -> Tensor:
     """The residual stream (batch, tokens, d_model) after the embeddings and the first `n_blocks` blocks."""
     if not 0 <= n_blocks <= len(model.blocks):
         raise ValueError(f"n_blocks must be in 0..{len(model.blocks)}, got {n_blocks}")
-    positions = torch.arange(token_ids.shape[1], device=token_ids.device)
-    x = model.drop_emb(model.tok_emb(token_ids) + model.pos_emb(positions))
+    x = model.embed(token_ids)
     for block in model.blocks[:n_blocks]:
         x = block(x)
     return x

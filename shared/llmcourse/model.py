@@ -1,4 +1,9 @@
-"""The GPT model: configuration, LayerNorm, GELU, feed-forward, transformer block, GPTModel (chapter 4)."""
+"""The GPT model: configuration, LayerNorm, GELU, feed-forward, transformer block, GPTModel (chapter 4).
+
+The defaults are GPT-2. A few options reach the encoder side (post-norm, cross-attention, sinusoidal
+positions: chapter 4's encoder family) and today's recipe (rotary positions, RMSNorm, SwiGLU or ReLU²,
+no biases, QK-norm, untied head: chapter 5's last notebook).
+"""
 
 import math
 from dataclasses import asdict, dataclass
@@ -8,6 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llmcourse.attention import KVCache, MultiHeadAttention
+
+
+POSITIONS = ("learned", "rotary", "sinusoidal")
+NORMS = ("layer", "rms")
+FEED_FORWARDS = ("gelu", "gelu_exact", "relu", "relu2", "swiglu")
 
 
 @dataclass
@@ -23,6 +33,13 @@ class GPTConfig:
     qkv_bias: bool = True
     tie_weights: bool = True
     pre_norm: bool = True
+    positions: str = "learned"  # "learned" | "rotary" | "sinusoidal"
+    norm: str = "layer"  # "layer" | "rms"
+    ff: str = "gelu"  # "gelu" (GPT-2's tanh form) | "gelu_exact" | "relu" | "relu2" | "swiglu"
+    d_ff: int = 0  # feed-forward hidden width; 0 means 4 * d_model (8/3 * d_model for SwiGLU)
+    bias: bool = True  # biases in the linear layers and the norms
+    qk_norm: bool = False
+    norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         """Refuse impossible sizes here, once, rather than deep inside a layer."""
@@ -37,9 +54,19 @@ class GPTConfig:
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or \
                 not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be a probability in [0, 1), got {self.dropout!r}")
-        for name in ("qkv_bias", "tie_weights", "pre_norm"):
+        for name in ("qkv_bias", "tie_weights", "pre_norm", "bias", "qk_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"GPTConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        for name, choices in (("positions", POSITIONS), ("norm", NORMS), ("ff", FEED_FORWARDS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"GPTConfig.{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if isinstance(self.d_ff, bool) or not isinstance(self.d_ff, int) or self.d_ff < 0:
+            raise ValueError(f"GPTConfig.d_ff must be an integer >= 0 (0: the default width), got {self.d_ff!r}")
+        if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or self.norm_eps <= 0:
+            raise ValueError(f"GPTConfig.norm_eps must be a positive number, got {self.norm_eps!r}")
+        if self.positions == "rotary" and (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"rotary positions need an even head size, got d_model // n_heads = "
+                             f"{self.d_model // self.n_heads}")
 
     @classmethod
     def gpt2(cls, size: str = "small", **overrides) -> "GPTConfig":
@@ -57,6 +84,13 @@ class GPTConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def ff_width(self) -> int:
+        """The feed-forward's hidden width: `d_ff`, or 4 * d_model (8/3 * d_model for SwiGLU's three matrices)."""
+        if self.d_ff:
+            return self.d_ff
+        return 8 * self.d_model // 3 if self.ff == "swiglu" else 4 * self.d_model
+
 
 class LayerNorm(nn.Module):
     """Normalises each token's vector to mean 0 and variance 1, then scales and shifts it.
@@ -65,14 +99,33 @@ class LayerNorm(nn.Module):
     PyTorch's fused `F.layer_norm`. Parameters are named like `nn.LayerNorm`'s.
     """
 
+    def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(nn.Module):
+    """Divides each token's vector by its root mean square, then scales it: LayerNorm without the mean or shift."""
+
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(d_model))
-        self.bias = nn.Parameter(torch.zeros(d_model))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+
+def make_norm(cfg: GPTConfig) -> nn.Module:
+    """The norm the config asks for."""
+    if cfg.norm == "rms":
+        return RMSNorm(cfg.d_model, cfg.norm_eps)
+    return LayerNorm(cfg.d_model, cfg.norm_eps, bias=cfg.bias)
 
 
 class GELU(nn.Module):
@@ -83,54 +136,118 @@ class GELU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Expands each token's vector four-fold, applies GELU, and projects it back."""
+    """Expands each token's vector (four-fold by default), applies a nonlinearity, and projects it back.
 
-    def __init__(self, d_model: int, dropout: float = 0.0):
+    kind: "gelu" (GPT-2), "gelu_exact" (BERT), "relu" (2017), "relu2" (ReLU squared) or "swiglu"
+    (fc_in makes two halves, a gate and a value: silu(gate) * value).
+    """
+
+    def __init__(self, d_model: int, dropout: float = 0.0, kind: str = "gelu", d_ff: int = 0, bias: bool = True):
         super().__init__()
-        self.fc_in = nn.Linear(d_model, 4 * d_model)
-        self.activation = GELU()
-        self.fc_out = nn.Linear(4 * d_model, d_model)
+        if kind not in FEED_FORWARDS:
+            raise ValueError(f"kind must be one of {FEED_FORWARDS}, got {kind!r}")
+        hidden = d_ff or 4 * d_model
+        self.kind = kind
+        self.fc_in = nn.Linear(d_model, 2 * hidden if kind == "swiglu" else hidden, bias=bias)
+        self.activation = GELU() if kind == "gelu" else None
+        self.fc_out = nn.Linear(hidden, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.fc_out(self.activation(self.fc_in(x))))
+        h = self.fc_in(x)
+        if self.kind == "gelu":
+            h = self.activation(h)
+        elif self.kind == "gelu_exact":
+            h = F.gelu(h)
+        elif self.kind == "relu":
+            h = F.relu(h)
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
+        else:
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        return self.dropout(self.fc_out(h))
 
 
 class TransformerBlock(nn.Module):
-    """Causal self-attention then feed-forward, each wrapped in LayerNorm and a shortcut.
+    """Self-attention then feed-forward, each wrapped in a norm and a shortcut.
 
-    Pre-norm (GPT-2): x + f(norm(x)). Post-norm (the original transformer): norm(x + f(x)).
+    Pre-norm (GPT-2): x + f(norm(x)). Post-norm (the original transformer, BERT): norm(x + f(x)).
+    `causal=False` gives an encoder block (every position sees every other); `cross_attention=True`
+    gives a decoder block of the encoder-decoder, which attends to the encoder's output between the two.
     """
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, causal: bool = True, cross_attention: bool = False):
         super().__init__()
         self.pre_norm = cfg.pre_norm
-        self.norm1 = LayerNorm(cfg.d_model)
-        self.attn = MultiHeadAttention(cfg.d_model, cfg.d_model, cfg.n_heads, cfg.context_length,
-                                       dropout=cfg.dropout, causal=True, qkv_bias=cfg.qkv_bias)
-        self.norm2 = LayerNorm(cfg.d_model)
-        self.ff = FeedForward(cfg.d_model, cfg.dropout)
+        self.norm1 = make_norm(cfg)
+        self.attn = self._attention(cfg, causal, rotary=cfg.positions == "rotary")
+        self.norm2 = make_norm(cfg)
+        self.ff = FeedForward(cfg.d_model, cfg.dropout, cfg.ff, cfg.ff_width, cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.cross_norm = make_norm(cfg) if cross_attention else None
+        self.cross_attn = self._attention(cfg, causal=False, rotary=False) if cross_attention else None
 
-    def forward(self, x: Tensor, kv_cache: KVCache | None = None) -> Tensor:
-        if self.pre_norm:
-            x = x + self.dropout(self.attn(self.norm1(x), kv_cache=kv_cache))
-            return x + self.ff(self.norm2(x))
-        x = self.norm1(x + self.dropout(self.attn(x, kv_cache=kv_cache)))
-        return self.norm2(x + self.ff(x))
+    @staticmethod
+    def _attention(cfg: GPTConfig, causal: bool, rotary: bool) -> MultiHeadAttention:
+        return MultiHeadAttention(cfg.d_model, cfg.d_model, cfg.n_heads, cfg.context_length, dropout=cfg.dropout,
+                                  causal=causal, qkv_bias=cfg.qkv_bias and cfg.bias, bias=cfg.bias,
+                                  rotary=rotary, qk_norm=cfg.qk_norm)
+
+    def forward(self, x: Tensor, kv_cache: KVCache | None = None, padding_mask: Tensor | None = None,
+                context: Tensor | None = None, context_padding_mask: Tensor | None = None) -> Tensor:
+        """`padding_mask` marks x's real tokens (True) and padding (False); `context` is the encoder's output."""
+        if (context is None) != (self.cross_attn is None):
+            raise ValueError("context is needed by, and only by, a block built with cross_attention=True")
+
+        def self_attention(h: Tensor) -> Tensor:
+            return self.dropout(self.attn(h, padding_mask=padding_mask, kv_cache=kv_cache))
+
+        def cross_attention(h: Tensor) -> Tensor:
+            return self.dropout(self.cross_attn(h, context=context, padding_mask=context_padding_mask))
+
+        sublayers = [(self.norm1, self_attention)]
+        if context is not None:
+            sublayers.append((self.cross_norm, cross_attention))
+        sublayers.append((self.norm2, self.ff))
+        for norm, sublayer in sublayers:
+            x = x + sublayer(norm(x)) if self.pre_norm else norm(x + sublayer(x))
+        return x
+
+
+def sinusoidal_positions(n_positions: int, d_model: int) -> Tensor:
+    """The 2017 transformer's fixed positions: sin and cos waves of geometrically spaced wavelengths.
+
+    Row p, columns 2i and 2i+1: sin(p / 10000^(2i/d_model)) and cos(p / 10000^(2i/d_model)).
+    """
+    if d_model % 2:
+        raise ValueError(f"sinusoidal positions need an even d_model, got {d_model}")
+    frequencies = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)
+    angles = torch.outer(torch.arange(n_positions, dtype=torch.float32), frequencies)
+    table = torch.zeros(n_positions, d_model)
+    table[:, 0::2], table[:, 1::2] = angles.sin(), angles.cos()
+    return table
 
 
 class GPTModel(nn.Module):
-    """Token and position embeddings, a stack of transformer blocks, a final norm and the output head."""
+    """Token and position embeddings, a stack of transformer blocks, a final norm and the output head.
+
+    Positions are learned (GPT-2), sinusoidal, or rotary (then there is no position table: the attention
+    rotates queries and keys).
+    """
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
+        if cfg.positions == "learned":
+            self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
+        elif cfg.positions == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_positions(cfg.context_length, cfg.d_model),
+                                 persistent=False)
         self.drop_emb = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.final_norm = LayerNorm(cfg.d_model)
+        self.final_norm = make_norm(cfg)
         self.out_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
         for name, param in self.named_parameters():
@@ -147,6 +264,16 @@ class GPTModel(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+
+    def embed(self, token_ids: Tensor, past: int = 0) -> Tensor:
+        """Token embeddings plus position embeddings (none for rotary), for tokens starting at position `past`."""
+        x = self.tok_emb(token_ids)
+        positions = torch.arange(past, past + token_ids.shape[1], device=token_ids.device)
+        if self.cfg.positions == "learned":
+            x = x + self.pos_emb(positions)
+        elif self.cfg.positions == "sinusoidal":
+            x = x + self.pos_table[positions]
+        return self.drop_emb(x)
 
     def new_kv_cache(self) -> list[KVCache]:
         """One empty key-value cache per block, for `forward(..., kv_cache=...)`."""
@@ -167,8 +294,7 @@ class GPTModel(nn.Module):
         if token_ids.numel() and (token_ids.min() < 0 or token_ids.max() >= self.cfg.vocab_size):
             bad = token_ids[(token_ids < 0) | (token_ids >= self.cfg.vocab_size)][0].item()
             raise ValueError(f"token id {bad} is outside the vocabulary (0 .. {self.cfg.vocab_size - 1})")
-        positions = torch.arange(past, past + n_tokens, device=token_ids.device)
-        x = self.drop_emb(self.tok_emb(token_ids) + self.pos_emb(positions))
+        x = self.embed(token_ids, past)
         for i, block in enumerate(self.blocks):
             x = block(x, kv_cache=None if kv_cache is None else kv_cache[i])
         return self.out_head(self.final_norm(x))
