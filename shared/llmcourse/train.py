@@ -279,7 +279,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
                 planned = min(max_steps, start_step + int(done * time_budget / elapsed))
         lr = lr_at(step, max_lr, min_lr, warmup_steps, planned)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         inputs, targets = next(batches)
         # Seeding from (seed, step) gives a resumed run the same dropout masks as an unbroken one.
         torch.manual_seed(seed * 1_000_003 + step)
