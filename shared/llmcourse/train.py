@@ -4,7 +4,7 @@ loop, and the course's own pretrained GPT (chapter 5). Checkpoints live in `llmc
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -348,6 +348,23 @@ class PretrainSettings:
 # table), trained with these settings by notebook 5B, reloaded by `course_model()`.
 COURSE_SETTINGS = PretrainSettings()
 COURSE_MODEL_DIR = CACHE_DIR / "course_gpt"
+
+
+# Notebook 5G's recipe, chosen on the validation plays by bench/recipe.py: the course GPT's size with
+# today's architecture choices, Muon for the blocks' matrices (AdamW, at COURSE_SETTINGS.max_lr, for the
+# rest), and the batch size and context length that suit its speed.
+MODERN_RECIPE = {
+    "model": dict(positions="rotary", norm="rms", ff="swiglu", bias=False, qk_norm=True, tie_weights=False),
+    "muon_lr": 0.02,
+    "batch_size": 8,
+    "context_length": 128,
+}
+
+
+def modern_model_config(vocab_size: int = COURSE_SETTINGS.vocab_size) -> GPTConfig:
+    """The course GPT's size with MODERN_RECIPE's architecture."""
+    return replace(COURSE_SETTINGS.model_config(), vocab_size=vocab_size,
+                   context_length=MODERN_RECIPE["context_length"], **MODERN_RECIPE["model"])
 
 
 def spread_windows_loader(token_ids: list[int] | Tensor, n_windows: int, context_length: int,
