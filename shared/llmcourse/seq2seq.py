@@ -13,7 +13,7 @@ import functools
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from llmcourse.data import SPLITS, Play
+from llmcourse.encoder import EncoderDecoder
+from llmcourse.model import GPTConfig
 
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]")
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -170,10 +172,10 @@ def make_batch(pairs: Sequence[Pair]) -> Batch:
     return Batch(src_ids, src_mask, tgt_in, tgt_out, tgt_mask)
 
 
-def shuffled_batches(pairs: Sequence[Pair], batch_size: int, seed: int, bucket_batches: int = 20) -> list[Batch]:
+def shuffled_batches(pairs: Sequence[Pair], batch_size: int, seed: int, bucket_batches: int = 20) -> Iterator[Batch]:
     """One epoch of `pairs` in batches of `batch_size`, seeded: shuffled, then sorted by source length within
     runs of `bucket_batches` batches so that a batch holds similar lengths (less padding, faster steps), and
-    the batches shuffled again."""
+    the batches shuffled again. Each batch is encoded only when it is asked for."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     rng = random.Random(seed)
@@ -183,7 +185,7 @@ def shuffled_batches(pairs: Sequence[Pair], batch_size: int, seed: int, bucket_b
     order = [i for k in range(0, len(order), run) for i in sorted(order[k:k + run], key=lambda i: len(pairs[i].source))]
     batches = [[pairs[i] for i in order[k:k + batch_size]] for k in range(0, len(order), batch_size)]
     rng.shuffle(batches)
-    return [make_batch(b) for b in batches]
+    return (make_batch(b) for b in batches)
 
 
 # --- the RNN encoder-decoder ------------------------------------------------------------------------------
@@ -327,6 +329,33 @@ class RNNEncoderDecoder(nn.Module):
             if done.all():
                 break
         return torch.cat(out, dim=1)
+
+
+MODEL_NAMES = ("RNN", "RNN + attention", "transformer")
+
+
+def build_model(name: str, seed: int = 0) -> nn.Module:
+    """One of the three models notebook 5F and bench/seq2seq.py compare, initialised from `seed`.
+
+    The two RNNs have a 64-wide GRU state (a bidirectional encoder, so 128-wide encoder states); the
+    transformer is the 2017 design (post-norm, ReLU, sinusoidal positions) at d_model 64, 2 + 2 layers,
+    4 heads and a feed-forward of 128: 72k, 86k and 170k parameters. They are compared at equal CPU time.
+    """
+    torch.manual_seed(seed)
+    if name == "RNN":
+        return RNNEncoderDecoder(VOCAB_SIZE, d_embed=32, hidden_size=64, attention=False)
+    if name == "RNN + attention":
+        return RNNEncoderDecoder(VOCAB_SIZE, d_embed=32, hidden_size=64, attention=True, attention_size=32)
+    if name == "transformer":
+        return EncoderDecoder(GPTConfig(vocab_size=VOCAB_SIZE, context_length=64, d_model=64, n_heads=4,
+                                        n_layers=2, dropout=0.0, d_ff=128, pre_norm=False, ff="relu",
+                                        positions="sinusoidal"))
+    raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+
+
+def model_width(model: nn.Module) -> int:
+    """The width the warmup schedule's d_model^-0.5 uses: the transformer's d_model, the RNN's state size."""
+    return model.cfg.d_model if isinstance(model, EncoderDecoder) else model.hidden_size
 
 
 # --- training ---------------------------------------------------------------------------------------------

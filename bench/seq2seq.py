@@ -1,0 +1,92 @@
+"""Benchmark: word reversal with an RNN encoder-decoder, the same with additive attention, and the 2017
+transformer, each given the same CPU time (chapter 5, notebook 5F).
+
+The task is `llmcourse.seq2seq`'s: reverse the words of 10-50 characters of a speech, character by character.
+Each model's learning-rate scale (of the 2017 warmup schedule, 100 warmup steps) is chosen on the validation
+plays (seed 0, the short budget, exact match, then character accuracy); then seeds 0, 1 and 2 are trained
+under the long budget and scored once on the test plays, overall and by source length. Writes
+bench/results/seq2seq.json, which notebook 5F plots. Usage:
+
+    LLMCOURSE_THREADS=1 python bench/seq2seq.py                   # about 20 minutes on one core
+    LLMCOURSE_THREADS=1 python bench/seq2seq.py --short 5 --long 10 --seeds 0 --scales 0.5   # a smoke run
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from llmcourse.data import load_plays
+from llmcourse.runtime import recommended_threads
+from llmcourse.seq2seq import (MODEL_NAMES, build_model, model_width, predict, reversal_pairs, scores,
+                               scores_by_length, train_seq2seq)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "seq2seq.json"
+N_TRAIN, N_VAL, N_TEST = 30_000, 400, 800
+BATCH_SIZE, WARMUP_STEPS, LABEL_SMOOTHING = 32, 100, 0.1
+
+
+def run(name: str, train_pairs: list, eval_pairs: list, lr_scale: float, budget: float, seed: int) -> dict:
+    """Train one model for `budget` CPU seconds and score its greedy outputs on `eval_pairs`."""
+    model = build_model(name, seed)
+    history = train_seq2seq(model, train_pairs, budget, d_model=model_width(model), batch_size=BATCH_SIZE,
+                            warmup_steps=WARMUP_STEPS, lr_scale=lr_scale, label_smoothing=LABEL_SMOOTHING,
+                            seed=seed, progress=False)
+    sources, targets = [p.source for p in eval_pairs], [p.target for p in eval_pairs]
+    predictions = predict(model, sources)
+    every = max(1, history.steps // 100)
+    return {"model": name, "lr_scale": lr_scale, "budget": budget, "seed": seed, "steps": history.steps,
+            "seconds": history.seconds[-1], "final_loss": history.losses[-1],
+            "curve": [(history.seconds[i], history.losses[i]) for i in range(0, history.steps, every)],
+            **scores(predictions, targets), "by_length": scores_by_length(sources, predictions, targets),
+            "examples": [(s, p) for s, p in zip(sources[:5], predictions[:5])]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", type=float, default=30.0, help="CPU seconds per run for the choice on val")
+    parser.add_argument("--long", type=float, default=90.0, help="CPU seconds per run for the test numbers")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="lr scales tried")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(recommended_threads())
+    plays = load_plays()
+    train_pairs = reversal_pairs(plays, "train", N_TRAIN, seed=0)
+    val_pairs = reversal_pairs(plays, "val", N_VAL, seed=1)
+    test_pairs = reversal_pairs(plays, "test", N_TEST, seed=2)
+    results = {"task": "reverse the words of 10-50 characters of a speech, character level",
+               "n_train": N_TRAIN, "n_val": N_VAL, "n_test": N_TEST, "batch_size": BATCH_SIZE,
+               "warmup_steps": WARMUP_STEPS, "label_smoothing": LABEL_SMOOTHING,
+               "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+               "short_budget": args.short, "long_budget": args.long, "sweep": [], "chosen_scale": {}, "test": []}
+
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+    for name in MODEL_NAMES:
+        for scale in args.scales:
+            started = time.time()
+            row = run(name, train_pairs, val_pairs, scale, args.short, seed=0)
+            results["sweep"].append({k: v for k, v in row.items() if k not in ("curve", "examples")})
+            save()
+            print(f"val  {name:16s} scale {scale:<5} steps {row['steps']:5d} exact {row['exact_match']:.3f} "
+                  f"chars {row['char_accuracy']:.3f} ({time.time() - started:.0f} s)", flush=True)
+        best = max((r for r in results["sweep"] if r["model"] == name),
+                   key=lambda r: (r["exact_match"], r["char_accuracy"]))
+        results["chosen_scale"][name] = best["lr_scale"]
+    for seed in args.seeds:
+        for name in MODEL_NAMES:
+            row = run(name, train_pairs, test_pairs, results["chosen_scale"][name], args.long, seed)
+            results["test"].append(row)
+            save()
+            print(f"test {name:16s} seed {seed} steps {row['steps']:5d} exact {row['exact_match']:.3f} "
+                  f"chars {row['char_accuracy']:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
