@@ -1,11 +1,15 @@
-"""Tests of llmcourse.mlm: the BERT tokenizer, masked-LM masking, next-sentence pairs and their packing."""
+"""Tests of llmcourse.mlm: the BERT tokenizer, masked-LM masking, next-sentence pairs and their packing, pretraining,
+saving and loading the encoder, and the [CLS] classifier."""
 
 import pytest
 import torch
 
 from llmcourse.data import load_plays
-from llmcourse.mlm import (IGNORE_INDEX, IS_NEXT, RANDOM_NEXT, SPECIAL_TOKENS, SentencePair, bert_tokenizer, collate_pairs,
-                           mask_tokens, nsp_pairs, pack_pair, split_speeches)
+from llmcourse.encoder import BertModel
+from llmcourse.mlm import (IGNORE_INDEX, IS_NEXT, RANDOM_NEXT, SPECIAL_TOKENS, EncoderClassifier, EncoderHistory,
+                           EncoderSettings, SentencePair, bert_tokenizer, collate_pairs, load_encoder, mask_tokens,
+                           nsp_pairs, pack_pair, pretrain_encoder, save_encoder, split_speeches, with_cls_and_sep)
+from llmcourse.runtime import set_seed
 from llmcourse.train import course_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -181,3 +185,49 @@ def test_collate_pairs_needs_the_bert_special_tokens(plays, tokenizer):
         collate_pairs(pairs, course_tokenizer(), 32)
     with pytest.raises(ValueError, match="empty batch"):
         collate_pairs([], tokenizer, 32)
+
+
+def tiny_settings(**overrides) -> EncoderSettings:
+    return EncoderSettings(d_model=16, n_heads=2, n_layers=1, context_length=32, max_steps=3, eval_every=2,
+                           eval_pairs=8, **overrides)
+
+
+def test_pretrain_encoder_records_both_losses_and_masked_lm_alone_ignores_nsp():
+    torch.manual_seed(0)
+    _, _, history = pretrain_encoder(tiny_settings(), device="cpu", progress=False)
+    assert len(history.mlm_loss) == len(history.nsp_loss) == 3 and history.eval_steps == [0, 2, 3]
+    model, _, _ = pretrain_encoder(tiny_settings(nsp=False), device="cpu", progress=False)
+    set_seed(0)
+    untrained = BertModel(tiny_settings().model_config())
+    assert torch.equal(model.nsp_head.weight, untrained.nsp_head.weight)  # no NSP loss, no NSP gradient
+
+
+def test_saved_encoder_loads_identically_and_a_corrupt_file_is_refused(tmp_path):
+    settings = tiny_settings()
+    set_seed(1)
+    model = BertModel(settings.model_config()).eval()
+    save_encoder(tmp_path, model, settings, EncoderHistory(mlm_loss=[1.0]))
+    loaded, record = load_encoder(tmp_path)
+    assert record["settings"]["d_model"] == 16 and record["history"]["mlm_loss"] == [1.0]
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(ids), loaded(ids)))
+    weights = tmp_path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupt or was changed"):
+        load_encoder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no encoder is saved"):
+        load_encoder(tmp_path / "elsewhere")
+
+
+def test_encoder_classifier_reads_cls_and_sep_framed_passages(tokenizer):
+    set_seed(0)
+    encoder = BertModel(tiny_settings().model_config())
+    ids = with_cls_and_sep(torch.tensor([[5, 6, 7], [8, 9, 10]]), tokenizer)
+    assert ids[:, 0].eq(tokenizer.special_tokens["[CLS]"]).all() and ids[:, -1].eq(tokenizer.special_tokens["[SEP]"]).all()
+    classifier = EncoderClassifier(encoder, n_classes=3, seed=0)
+    assert classifier(ids).shape == (2, 3)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        EncoderClassifier(encoder, n_classes=1)

@@ -6,19 +6,27 @@ unchanged); `nsp_pairs` builds next-sentence pairs from the speeches of the play
 GPT's size pretrained on both tasks, cached like `llmcourse.train.course_model()`.
 """
 
+import json
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
-from torch import Tensor
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from llmcourse.data import Play
+from llmcourse.data import Play, load_plays
+from llmcourse.encoder import SPECIAL_TOKENS, BertModel, encoder_config
 from llmcourse.finetune import _speeches
+from llmcourse.model import GPTConfig
+from llmcourse.runtime import CACHE_DIR, get_device, set_seed
 from llmcourse.tokenizer import BPETokenizer
-from llmcourse.train import course_tokenizer
+from llmcourse.train import configure_optimizer, course_tokenizer, cross_entropy, lr_at
+from llmcourse.weights import file_sha256
 
-SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 IGNORE_INDEX = -100  # the label of a position the masked-LM loss skips
 IS_NEXT, RANDOM_NEXT = 0, 1  # next-sentence labels: B follows A in the play, or B is a random speech
 
@@ -214,3 +222,255 @@ def collate_pairs(pairs: Sequence[SentencePair], tokenizer: BPETokenizer, contex
         segment_ids[row, :len(ids)] = torch.tensor(segments)
         padding_mask[row, :len(ids)] = True
     return PairBatch(token_ids, segment_ids, padding_mask, torch.tensor([p.label for p in pairs]))
+
+
+# --- pretraining the course encoder -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Everything that fixes a pretraining run of the course encoder: model, data, optimizer, seed.
+
+    The model has the course GPT's size; one update reads the same 8 x 128 tokens as the GPT's.
+    `nsp=False` trains the masked-LM loss alone (on the same packed pairs).
+    """
+
+    vocab_size: int = 2052
+    context_length: int = 128
+    d_model: int = 96
+    n_heads: int = 4
+    n_layers: int = 4
+    dropout: float = 0.0
+    batch_size: int = 8
+    max_steps: int = 700
+    max_lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    mask_rate: float = 0.15
+    nsp: bool = True
+    eval_every: int = 100
+    eval_pairs: int = 256  # validation pairs scored at every evaluation
+    seed: int = 0
+
+    def model_config(self) -> GPTConfig:
+        return encoder_config(vocab_size=self.vocab_size, context_length=self.context_length, d_model=self.d_model,
+                              n_heads=self.n_heads, n_layers=self.n_layers, dropout=self.dropout)
+
+
+@dataclass
+class EncoderHistory:
+    """What `pretrain_encoder` recorded: both losses of every update and the validation scores."""
+
+    mlm_loss: list[float] = field(default_factory=list)
+    nsp_loss: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    val_mlm_loss: list[float] = field(default_factory=list)
+    val_nsp_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def special_ids(tokenizer: BPETokenizer) -> list[int]:
+    """Every special token's id ([PAD] [CLS] [SEP] [MASK] and <|endoftext|>): never masked, never a random pick."""
+    return sorted(tokenizer.special_tokens.values())
+
+
+def encoder_losses(model: BertModel, batch: PairBatch, tokenizer: BPETokenizer, mask_rate: float,
+                   generator: torch.Generator | int) -> tuple[Tensor, Tensor, dict]:
+    """Masked-LM loss (mean over the masked positions) and next-sentence loss of one batch, and what was scored.
+
+    The vocabulary scores are computed only at the chosen positions: the other 85 % have no label.
+    """
+    device = next(model.parameters()).device
+    inputs, labels = mask_tokens(batch.token_ids, tokenizer.special_tokens["[MASK]"], model.cfg.vocab_size,
+                                 special_ids(tokenizer), mask_rate, generator)
+    hidden = model.encode(inputs.to(device), batch.segment_ids.to(device), batch.padding_mask.to(device))
+    chosen = (labels != IGNORE_INDEX).to(device)
+    mlm_logits = model.mlm_logits(hidden[chosen])
+    nsp_logits = model.nsp_head(model.pool(hidden))
+    mlm_loss = cross_entropy(mlm_logits, labels.to(device)[chosen])
+    nsp_loss = cross_entropy(nsp_logits, batch.nsp_labels.to(device))
+    return mlm_loss, nsp_loss, {"labels": labels[labels != IGNORE_INDEX], "mlm_logits": mlm_logits,
+                                "nsp_labels": batch.nsp_labels, "nsp_logits": nsp_logits}
+
+
+@torch.no_grad()
+def evaluate_encoder(model: BertModel, pairs: Sequence[SentencePair], tokenizer: BPETokenizer,
+                     mask_rate: float = 0.15, batch_size: int = 32, seed: int = 0) -> dict[str, float]:
+    """Masked-LM loss and accuracy (top-1 at the masked positions) and next-sentence loss and accuracy.
+
+    The masking is drawn from `seed`, so two models are scored on the same masked tokens.
+    """
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    totals = {"mlm_loss": 0.0, "mlm_hits": 0, "masked": 0, "nsp_loss": 0.0, "nsp_hits": 0, "pairs": 0}
+    for start in range(0, len(pairs), batch_size):
+        batch = collate_pairs(pairs[start:start + batch_size], tokenizer, model.cfg.context_length)
+        mlm_loss, nsp_loss, scored = encoder_losses(model, batch, tokenizer, mask_rate, generator)
+        n_masked, n_pairs = len(scored["labels"]), len(scored["nsp_labels"])
+        totals["mlm_loss"] += mlm_loss.item() * n_masked
+        totals["mlm_hits"] += (scored["mlm_logits"].argmax(-1).cpu() == scored["labels"]).sum().item()
+        totals["masked"] += n_masked
+        totals["nsp_loss"] += nsp_loss.item() * n_pairs
+        totals["nsp_hits"] += (scored["nsp_logits"].argmax(-1).cpu() == scored["nsp_labels"]).sum().item()
+        totals["pairs"] += n_pairs
+    model.train(was_training)
+    return {"mlm_loss": totals["mlm_loss"] / totals["masked"], "mlm_accuracy": totals["mlm_hits"] / totals["masked"],
+            "nsp_loss": totals["nsp_loss"] / totals["pairs"], "nsp_accuracy": totals["nsp_hits"] / totals["pairs"],
+            "masked_tokens": totals["masked"], "pairs": totals["pairs"]}
+
+
+def _epoch_batches(n_pairs: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Indices of the pairs in batches of `batch_size`, a new order every epoch drawn from (seed, epoch)."""
+    epoch = 0
+    while True:
+        order = torch.randperm(n_pairs, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
+        for start in range(0, n_pairs - batch_size + 1, batch_size):
+            yield order[start:start + batch_size]
+        epoch += 1
+
+
+def pretrain_encoder(settings: EncoderSettings = EncoderSettings(), device: torch.device | str | None = None,
+                     progress: bool = True) -> tuple[BertModel, BPETokenizer, EncoderHistory]:
+    """Pretrain a BertModel on the training plays with masked LM (+ next-sentence prediction if `settings.nsp`).
+
+    The pairs are built once (seed `settings.seed`); each update masks its batch afresh (dynamic masking,
+    from (seed, step)). AdamW with warmup and cosine decay as for the GPT; validation pairs are
+    scored every `eval_every` updates and at the end.
+    """
+    device = torch.device(device or get_device())
+    tokenizer = bert_tokenizer()
+    if tokenizer.vocab_size != settings.vocab_size:
+        raise ValueError(f"settings.vocab_size={settings.vocab_size}, but bert_tokenizer() has "
+                         f"{tokenizer.vocab_size} ids")
+    plays = load_plays()
+    train_pairs = nsp_pairs(plays, "train", tokenizer, settings.context_length, settings.seed)
+    val_pairs = nsp_pairs(plays, "val", tokenizer, settings.context_length, seed=0)
+    val_pairs = val_pairs[::max(1, len(val_pairs) // settings.eval_pairs)][:settings.eval_pairs]
+    set_seed(settings.seed)
+    model = BertModel(settings.model_config()).to(device)
+    optimizer = configure_optimizer(model, settings.max_lr, settings.weight_decay)
+    history = EncoderHistory()
+    batches = _epoch_batches(len(train_pairs), settings.batch_size, settings.seed)
+    started = time.perf_counter()
+
+    def measure(step: int) -> None:
+        scores = evaluate_encoder(model, val_pairs, tokenizer, settings.mask_rate)
+        history.eval_steps.append(step)
+        history.val_mlm_loss.append(scores["mlm_loss"])
+        history.val_nsp_loss.append(scores["nsp_loss"])
+
+    model.train()
+    for step in tqdm(range(settings.max_steps), desc="pretraining the encoder", disable=not progress,
+                     mininterval=2.0):
+        if step % settings.eval_every == 0:
+            measure(step)
+        lr = lr_at(step, settings.max_lr, settings.max_lr * settings.min_lr_ratio, settings.warmup_steps,
+                   settings.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = collate_pairs([train_pairs[i] for i in next(batches)], tokenizer, settings.context_length)
+        torch.manual_seed(settings.seed * 1_000_003 + step)  # dropout, if any
+        generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+        mlm_loss, nsp_loss, _ = encoder_losses(model, batch, tokenizer, settings.mask_rate, generator)
+        loss = mlm_loss + nsp_loss if settings.nsp else mlm_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            raise FloatingPointError(f"update {step + 1}: loss {loss.item()}, gradient norm {norm.item()}; "
+                                     f"lower max_lr={settings.max_lr}")
+        optimizer.step()
+        history.mlm_loss.append(mlm_loss.item())
+        history.nsp_loss.append(nsp_loss.item())
+    measure(settings.max_steps)
+    history.seconds = time.perf_counter() - started
+    return model.eval(), tokenizer, history
+
+
+# --- the cached course encoder ----------------------------------------------------------------------
+
+COURSE_ENCODER_SETTINGS = EncoderSettings()
+COURSE_ENCODER_DIR = CACHE_DIR / "course_encoder"
+
+
+def save_encoder(directory: str | Path, model: BertModel, settings: EncoderSettings, history: EncoderHistory) -> None:
+    """model.safetensors and settings.json (the settings, the weights file's sha256 and the history)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / "model.safetensors"
+    save_model(model, str(weights))
+    record = {"settings": asdict(settings), "sha256": file_sha256(weights), "history": asdict(history)}
+    (directory / "settings.json").write_text(json.dumps(record))
+
+
+def load_encoder(directory: str | Path, device: torch.device | str | None = None) -> tuple[BertModel, dict]:
+    """The encoder saved by `save_encoder` and its settings.json record, after checking the weights' sha256.
+
+    A missing folder raises FileNotFoundError; a corrupt or altered file a ValueError that says which.
+    """
+    directory = Path(directory)
+    weights, record_path = directory / "model.safetensors", directory / "settings.json"
+    for path in (weights, record_path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: no encoder is saved in {directory}")
+    try:
+        record = json.loads(record_path.read_text())
+        settings = EncoderSettings(**record["settings"])
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{record_path} is corrupt ({error}); delete {directory} to pretrain again") from None
+    digest = file_sha256(weights)
+    if digest != record.get("sha256"):
+        raise ValueError(f"{weights} has sha256 {digest[:12]}..., but settings.json records "
+                         f"{str(record.get('sha256'))[:12]}...: the file is corrupt or was changed; delete "
+                         f"{directory} to pretrain again")
+    model = BertModel(settings.model_config())
+    load_model(model, str(weights), device=str(torch.device(device or "cpu")))
+    return model.to(device or "cpu").eval(), record
+
+
+def course_encoder(device: torch.device | str | None = None,
+                   progress: bool = True) -> tuple[BertModel, BPETokenizer, EncoderHistory]:
+    """The chapter-5 encoder, its tokenizer and its pretraining history: from the cache if it was trained with
+    `COURSE_ENCODER_SETTINGS`, else pretrained (about 90 s on one CPU thread) and saved."""
+    try:
+        model, record = load_encoder(COURSE_ENCODER_DIR, device)
+        if record["settings"] == asdict(COURSE_ENCODER_SETTINGS):
+            return model, bert_tokenizer(), EncoderHistory(**record["history"])
+    except FileNotFoundError:
+        pass
+    model, tokenizer, history = pretrain_encoder(COURSE_ENCODER_SETTINGS, device, progress)
+    save_encoder(COURSE_ENCODER_DIR, model, COURSE_ENCODER_SETTINGS, history)
+    return model, tokenizer, history
+
+
+# --- fine-tuning the encoder (chapter 6) ------------------------------------------------------------
+
+
+def with_cls_and_sep(token_ids: Tensor, tokenizer: BPETokenizer) -> Tensor:
+    """Rows of token ids (batch, tokens) framed as BERT reads one segment: [CLS] ids [SEP]."""
+    specials = tokenizer.special_tokens
+    cls = torch.full((len(token_ids), 1), specials["[CLS]"], dtype=torch.long)
+    sep = torch.full((len(token_ids), 1), specials["[SEP]"], dtype=torch.long)
+    return torch.cat([cls, token_ids.long(), sep], dim=1)
+
+
+class EncoderClassifier(nn.Module):
+    """A pretrained encoder with a new linear head on its pooled [CLS] vector: logits (batch, n_classes)."""
+
+    def __init__(self, encoder: BertModel, n_classes: int, seed: int = 0):
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.cfg.d_model, n_classes)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=generator) * 0.02)
+            self.head.bias.zero_()
+        self.head.to(next(encoder.parameters()).device)
+
+    def forward(self, token_ids: Tensor) -> Tensor:
+        return self.head(self.encoder.pool(self.encoder.encode(token_ids)))
