@@ -7,7 +7,7 @@ plays (seed 0, the short budget, exact match, then character accuracy); then see
 under the long budget and scored once on the test plays, overall and by source length. Writes
 bench/results/seq2seq.json, which notebook 5F plots. Usage:
 
-    LLMCOURSE_THREADS=1 python bench/seq2seq.py                   # about 20 minutes on one core
+    LLMCOURSE_THREADS=1 python bench/seq2seq.py                   # about 20 minutes of CPU time on one core
     LLMCOURSE_THREADS=1 python bench/seq2seq.py --short 5 --long 10 --seeds 0 --scales 0.5   # a smoke run
 """
 
@@ -48,7 +48,7 @@ def run(name: str, train_pairs: list, eval_pairs: list, lr_scale: float, budget:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", type=float, default=30.0, help="CPU seconds per run for the choice on val")
-    parser.add_argument("--long", type=float, default=90.0, help="CPU seconds per run for the test numbers")
+    parser.add_argument("--long", type=float, default=75.0, help="CPU seconds per run for the test numbers")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="lr scales tried")
     parser.add_argument("--out", type=Path, default=RESULTS)
