@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="lr scales tried")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--sweep-models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES,
+                        help="models whose scale to choose again; the others' sweep rows in --out are kept")
     args = parser.parse_args()
     torch.set_num_threads(recommended_threads())
     plays = load_plays()
@@ -68,7 +70,11 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
 
-    for name in MODEL_NAMES:
+    if args.out.exists() and set(args.sweep_models) != set(MODEL_NAMES):
+        previous = json.loads(args.out.read_text())
+        results["sweep"] = [r for r in previous["sweep"] if r["model"] not in args.sweep_models]
+        results["chosen_scale"] = {k: v for k, v in previous["chosen_scale"].items() if k not in args.sweep_models}
+    for name in args.sweep_models:
         for scale in args.scales:
             started = time.time()
             row = run(name, train_pairs, val_pairs, scale, args.short, seed=0)
@@ -79,6 +85,7 @@ def main() -> None:
         best = max((r for r in results["sweep"] if r["model"] == name),
                    key=lambda r: (r["exact_match"], r["char_accuracy"]))
         results["chosen_scale"][name] = best["lr_scale"]
+        save()
     for seed in args.seeds:
         for name in MODEL_NAMES:
             row = run(name, train_pairs, test_pairs, results["chosen_scale"][name], args.long, seed)
