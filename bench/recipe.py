@@ -1,21 +1,23 @@
 """Benchmark: from GPT-2's recipe to today's, one change at a time, each at the same CPU-time budget.
 
-Every step keeps the changes before it and adds one: rotary positions, RMSNorm, a gated feed-forward,
-no biases, QK-norm, an untied output head, then the Muon optimizer (its learning rate chosen here),
-then batch size and context length. Each configuration trains on the 26 training plays for `--budget`
+Each step adds one change to those kept so far (rotary positions, RMSNorm, SwiGLU, no biases, QK-norm,
+an untied output head) and is kept only if it lowers the mean validation score; then the Muon optimizer
+(its learning rate chosen among three), then batch size and context length at the new speed, then
+ReLU² in place of SwiGLU. Each configuration trains on the 26 training plays for `--budget`
 CPU seconds of one thread (time.process_time, so other programs on the machine do not change the
 result much) with the course's schedule (warmup, cosine stretched to the budget, clipping at 1), once
 per seed, and is scored on the 6 validation plays in bits per byte: every choice here is made on
 validation. The test plays are used once, by bench/pretrain.py. Results go to
 bench/results/recipe_ablation.json, which notebook 5G plots. Usage:
 
-    python bench/recipe.py                      # the ablation: 45 CPU seconds per run, 2 seeds on the path
-    python bench/recipe.py --budget 20 --seeds 1   # a quick look
+    python bench/recipe.py                      # the ablation: 45 CPU seconds per run, 2 seeds per step
+    python bench/recipe.py --budget 20 --seeds 1 --fresh   # a quick look
     python bench/recipe.py --speed              # tokens per second: compile, bf16, foreach/fused, vocab padding
 """
 
 import argparse
 import json
+import math
 import os
 import time
 from dataclasses import replace
@@ -32,8 +34,8 @@ from llmcourse.train import (COURSE_SETTINGS, batch_loss, configure_optimizer, c
 
 RESULTS = Path(__file__).parent / "results" / "recipe_ablation.json"
 
-# Each step: (name, what it changes). The changes accumulate; "optimizer" and "data" entries change the
-# training rather than the model.
+# Each step: (name, what it changes). A step is tried on top of every change kept so far and kept
+# only if it lowers the mean validation bits per byte; "optimizer" and "data" change the training.
 STEPS = [
     ("GPT-2 recipe", {}),
     ("+ rotary positions", {"model": {"positions": "rotary"}}),
@@ -42,23 +44,14 @@ STEPS = [
     ("+ no biases", {"model": {"bias": False}}),
     ("+ QK-norm", {"model": {"qk_norm": True}}),
     ("+ untied head", {"model": {"tie_weights": False}}),
-    ("+ Muon", {"optimizer": {"muon_lr": 0.02}}),
 ]
-# Alternatives measured beside the path (each relative to the step named), not kept unless they win.
-SIDE_STEPS = [
-    ("ReLU² instead of SwiGLU", "+ SwiGLU", {"model": {"ff": "relu2"}}),
-]
+MUON_LRS = (0.01, 0.02, 0.04)  # Muon's step: the best of these on seed 0, then confirmed on every seed
+BATCH_CONTEXT = ((16, 128), (8, 256), (4, 256))  # tried at Muon's speed, one seed each, then confirmed
 
 
-def recipe(step_name: str) -> dict:
-    """The accumulated changes up to and including `step_name`."""
-    total = {"model": {}, "optimizer": {}, "data": {}}
-    for name, change in STEPS:
-        for part, fields in change.items():
-            total[part] = {**total[part], **fields}
-        if name == step_name:
-            return total
-    raise ValueError(f"unknown step {step_name!r}")
+def combine(total: dict, change: dict) -> dict:
+    """`total` with `change`'s fields added, part by part."""
+    return {part: {**total.get(part, {}), **change.get(part, {})} for part in ("model", "optimizer", "data")}
 
 
 def build(total: dict, vocab_size: int, seed: int) -> tuple[GPTModel, object, int, int]:
@@ -101,34 +94,54 @@ def ablation(args: argparse.Namespace) -> None:
     train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
     val_bytes = len(val_text.encode("utf-8"))
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() and not args.fresh else {}
-    results.setdefault("runs", {})
+    runs = results.setdefault("runs", {})
     results["budget_cpu_seconds"] = args.budget
-    results["seeds"] = {"path": args.seeds, "alternatives": args.side_seeds}
-    # The path, with every seed; then the alternatives around it, with fewer.
-    plan = [(name, recipe(name), args.seeds) for name, _ in STEPS]
-    plan += [(name, {part: {**recipe(base)[part], **change.get(part, {})} for part in ("model", "optimizer", "data")},
-              args.side_seeds) for name, base, change in SIDE_STEPS]
-    for muon_lr in args.muon_lrs:
-        total = recipe("+ Muon")
-        plan.append((f"Muon lr {muon_lr:g}", {**total, "optimizer": {"muon_lr": muon_lr}}, args.side_seeds))
-    for batch_size, context_length in ((16, 128), (8, 256), (4, 256)):
-        total = recipe("+ Muon")
-        plan.append((f"batch {batch_size}, context {context_length}",
-                     {**total, "data": {"batch_size": batch_size, "context_length": context_length}}, args.side_seeds))
-    if args.only:
-        plan = [entry for entry in plan if entry[0] in args.only]
-    for name, total, n_seeds in plan:
-        for seed in range(n_seeds):
+    results["seeds"] = args.seeds
+
+    def score(name: str, total: dict, seeds: range) -> float:
+        """Mean validation bits per byte of `total` over `seeds` (runs already in the file are reused)."""
+        for seed in seeds:
             key = f"{name} | seed {seed}"
-            if key in results["runs"] and not args.fresh:
+            if runs.get(key, {}).get("recipe") == total:
                 continue
             started = time.time()
             result = run(total, seed, args.budget, train_ids, val_ids, val_bytes, tokenizer.vocab_size)
-            results["runs"][key] = {"name": name, "recipe": total, **result}
+            runs[key] = {"name": name, "recipe": total, **result}
             print(f"{name:32s} seed {seed}: {result['val_bits_per_byte']:.4f} bits/byte, "
                   f"{result['tokens_per_cpu_second']:,} tokens/CPU s, {result['steps']} steps "
                   f"({time.time() - started:.0f} s wall, load {os.getloadavg()[0]:.1f})", flush=True)
             RESULTS.write_text(json.dumps(results, indent=1))
+        return sum(runs[f"{name} | seed {seed}"]["val_bits_per_byte"] for seed in seeds) / len(seeds)
+
+    all_seeds = range(args.seeds)
+    kept, best, decisions = combine({}, {}), math.inf, []
+
+    def consider(name: str, total: dict) -> None:
+        nonlocal kept, best
+        mean = score(name, total, all_seeds)
+        keep = mean < best
+        decisions.append({"step": name, "val_bits_per_byte": round(mean, 4), "kept": keep})
+        print(f"{name}: mean {mean:.4f} -> {'kept' if keep else 'dropped'}", flush=True)
+        if keep:
+            kept, best = total, mean
+
+    for name, change in STEPS:
+        consider(name, combine(kept, change))
+    score("ReLU² instead of SwiGLU", combine(kept, {"model": {"ff": "relu2"}}), range(1))  # a first look
+    # Muon: choose its learning rate on seed 0, then score the chosen one on every seed.
+    candidates = {f"Muon lr {lr:g}": combine(kept, {"optimizer": {"muon_lr": lr}}) for lr in MUON_LRS}
+    chosen = min(candidates, key=lambda name: score(name, candidates[name], range(1)))
+    consider(chosen, candidates[chosen])
+    candidates = {f"batch {b}, context {c}": combine(kept, {"data": {"batch_size": b, "context_length": c}})
+                  for b, c in BATCH_CONTEXT}
+    chosen = min(candidates, key=lambda name: score(name, candidates[name], range(1)))
+    consider(chosen, candidates[chosen])
+    # ReLU² beat SwiGLU in its first look (seed 0, before Muon), so it gets a full try on the final recipe.
+    consider("ReLU² instead of SwiGLU, with Muon", combine(kept, {"model": {"ff": "relu2"}}))
+    results["decisions"] = decisions
+    results["final_recipe"] = kept
+    RESULTS.write_text(json.dumps(results, indent=1))
+    print("final recipe:", json.dumps(kept))
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -156,8 +169,12 @@ def speed(args: argparse.Namespace) -> None:
             update()
         return updates * inputs.numel() / (time.process_time() - started)
 
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    final = results.get("final_recipe")
+    if final is None:
+        raise SystemExit(f"run the ablation first: {RESULTS} has no final recipe")
     rows = []
-    for label, total in (("GPT-2 recipe", recipe("GPT-2 recipe")), ("modern, AdamW", recipe("+ untied head"))):
+    for label, total in (("GPT-2 recipe", combine({}, {})), ("final recipe", final)):
         rows += [(label, "eager (baseline)", measure(total)),
                  (label, "torch.compile", measure(total, compile_model=True)),
                  (label, "bf16 autocast", measure(total, bf16=True)),
@@ -168,7 +185,6 @@ def speed(args: argparse.Namespace) -> None:
                  (label, "vocabulary 2,049 padded to 2,112", measure(total, vocab_size=2112))]
     for label, trick, tokens_per_second in rows:
         print(f"{label:16s} {trick:34s} {tokens_per_second:>9,.0f} tokens/CPU s")
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["speed"] = [{"recipe": label, "trick": trick, "tokens_per_cpu_second": round(value)}
                         for label, trick, value in rows]
     RESULTS.write_text(json.dumps(results, indent=1))
@@ -178,9 +194,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=45.0, help="CPU seconds per run (default: 45)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds for each step of the path (default: 2)")
-    parser.add_argument("--side-seeds", type=int, default=1, help="seeds for the alternatives (default: 1)")
-    parser.add_argument("--muon-lrs", type=float, nargs="*", default=[0.01, 0.04])
-    parser.add_argument("--only", nargs="*", help="run only these step names")
     parser.add_argument("--fresh", action="store_true", help="ignore results already in the file")
     parser.add_argument("--speed", action="store_true", help="measure the CPU speed tricks instead")
     args = parser.parse_args()

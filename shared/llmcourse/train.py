@@ -354,8 +354,8 @@ COURSE_MODEL_DIR = CACHE_DIR / "course_gpt"
 # today's architecture choices, Muon for the blocks' matrices (AdamW, at COURSE_SETTINGS.max_lr, for the
 # rest), and the batch size and context length that suit its speed.
 MODERN_RECIPE = {
-    "model": dict(positions="rotary", norm="rms", ff="swiglu", bias=False, qk_norm=True, tie_weights=False),
-    "muon_lr": 0.02,
+    "model": dict(positions="rotary", norm="rms", ff="swiglu", tie_weights=False),
+    "muon_lr": 0.01,
     "batch_size": 8,
     "context_length": 128,
 }
