@@ -78,7 +78,8 @@ def reversal_pairs(plays: Sequence[Play], split: str, n_pairs: int, min_chars: i
 
     Each source is a run of whole consecutive words from one speech of one play (at least two words),
     as long as fits in a length drawn uniformly from `min_chars`..`max_chars` characters (and at most 6
-    characters shorter; other draws are redrawn), so that accuracy can be plotted against input length. Only the plays of `split` are read: train, val and test share no play.
+    characters shorter; other draws are redrawn), so that accuracy can be plotted against input length.
+    Only the plays of `split` are read: train, val and test share no play.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -303,7 +304,7 @@ class RNNEncoderDecoder(nn.Module):
 
     def cross_attention_weights(self, src_ids: Tensor, tgt_ids: Tensor,
                                 src_padding_mask: Tensor | None = None) -> list[Tensor]:
-        """The attention weights as [tensor (batch, 1, tgt, src)], the layout of the transformer's (one layer, one head)."""
+        """The attention weights as [tensor (batch, 1, tgt, src)]: the transformer's layout, one layer, one head."""
         if self.attend is None:
             raise ValueError("this model has no attention (attention=False): there are no weights to show")
         _, weights = self._decode(tgt_ids, self.encode(src_ids, src_padding_mask), src_padding_mask)
