@@ -392,7 +392,7 @@ def exact_match_by_task(records: Sequence[dict], responses: Sequence[str]) -> di
 TASKS = ("first word", "last word", "speaker", "genre", "word count")
 
 
-def _speeches(play: Play) -> list[tuple[str, list[str]]]:
+def speaker_speeches(play: Play) -> list[tuple[str, list[str]]]:
     """The play as (speaker, lines) pairs; blocks that are not 'SPEAKER:' followed by lines are skipped."""
     speeches = []
     for block in play.text.split("\n\n"):
@@ -421,7 +421,7 @@ def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: 
     chosen = [p for p in plays if p.split == split]
     if not chosen:
         raise ValueError(f"no plays in split {split!r}")
-    speeches = [(play, speaker, lines) for play in chosen for speaker, lines in _speeches(play)]
+    speeches = [(play, speaker, lines) for play in chosen for speaker, lines in speaker_speeches(play)]
     lines = [(play, line) for play, _, speech in speeches for line in speech
              if 4 <= len(line.split()) <= 10 and len(_words(line)) == len(line.split())]
     exchanges = [(play, first, one[0], second, two[0])  # consecutive speeches by two speakers, a short line each

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from llmcourse.data import Play, load_plays
 from llmcourse.encoder import SPECIAL_TOKENS, BertModel, encoder_config
-from llmcourse.finetune import _speeches
+from llmcourse.finetune import speaker_speeches
 from llmcourse.model import GPTConfig
 from llmcourse.runtime import CACHE_DIR, get_device, set_seed
 from llmcourse.tokenizer import BPETokenizer
@@ -120,7 +120,7 @@ def split_speeches(plays: Sequence[Play], split: str, tokenizer: BPETokenizer) -
     if not chosen:
         raise ValueError(f"no plays in split {split!r}")
     return [(play.play, tokenizer.encode("".join(line + "\n" for line in lines), allowed_special="none"))
-            for play in chosen for _, lines in _speeches(play)]
+            for play in chosen for _, lines in speaker_speeches(play)]
 
 
 def _run(speeches: list[tuple[str, list[int]]], first: int, budget: int) -> tuple[int, list[int]]:
