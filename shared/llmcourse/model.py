@@ -18,9 +18,12 @@ from llmcourse.attention import KVCache, MultiHeadAttention
 POSITIONS = ("learned", "rotary", "sinusoidal")
 NORMS = ("layer", "rms")
 FEED_FORWARDS = ("gelu", "gelu_exact", "relu", "relu2", "swiglu")
+# The fields GPT-2 needs; the options after them are shown and saved only when they differ from GPT-2.
+GPT2_FIELDS = ("vocab_size", "context_length", "d_model", "n_heads", "n_layers", "dropout", "qkv_bias",
+               "tie_weights", "pre_norm")
 
 
-@dataclass
+@dataclass(repr=False)
 class GPTConfig:
     """Every size of a GPT model. The defaults are GPT-2 small (124M parameters)."""
 
@@ -82,7 +85,12 @@ class GPTConfig:
         return cls(**{**sizes[size], **overrides})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, with the later options left out while they have GPT-2's values (as GPT-2 configs were)."""
+        return {name: value for name, value in asdict(self).items()
+                if name in GPT2_FIELDS or value != GPTConfig.__dataclass_fields__[name].default}
+
+    def __repr__(self) -> str:
+        return f"GPTConfig({', '.join(f'{name}={value!r}' for name, value in self.to_dict().items())})"
 
     @property
     def ff_width(self) -> int:
