@@ -62,11 +62,10 @@ def build(total: dict, vocab_size: int, seed: int) -> tuple[GPTModel, object, in
                      **total["model"])
     set_seed(seed)
     model = GPTModel(config)
-    lr = total["optimizer"].get("lr", settings.max_lr)
     if "muon_lr" in total["optimizer"]:
-        optimizer = MuonWithAdamW(model, lr, total["optimizer"]["muon_lr"], settings.weight_decay)
+        optimizer = MuonWithAdamW(model, settings.max_lr, total["optimizer"]["muon_lr"], settings.weight_decay)
     else:
-        optimizer = configure_optimizer(model, lr, settings.weight_decay)
+        optimizer = configure_optimizer(model, settings.max_lr, settings.weight_decay)
     return model, optimizer, data["batch_size"], data["context_length"]
 
 
@@ -75,7 +74,7 @@ def run(total: dict, seed: int, budget: float, train_ids: list[int], val_ids: li
     """Train one recipe for `budget` CPU seconds; its validation bits per byte and speed."""
     settings = COURSE_SETTINGS
     model, optimizer, batch_size, context_length = build(total, vocab_size, seed)
-    lr = total["optimizer"].get("lr", settings.max_lr)
+    lr = settings.max_lr
     loader = create_dataloader(train_ids, batch_size, context_length, seed=seed)
     history = train(model, optimizer, loader, None, max_steps=10**9, max_lr=lr, min_lr=lr / 10,
                     warmup_steps=settings.warmup_steps, grad_clip=settings.grad_clip, eval_every=10**9,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llmcourse.model import GPTConfig, LayerNorm, TransformerBlock, make_norm, sinusoidal_positions
+from llmcourse.model import GPTConfig, LayerNorm, TransformerBlock, init_weights, make_norm, sinusoidal_positions
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -65,16 +65,9 @@ class BertModel(nn.Module):
         self.mlm_norm = LayerNorm(cfg.d_model, cfg.norm_eps)
         self.mlm_head = nn.Linear(cfg.d_model, cfg.vocab_size)
         self.nsp_head = nn.Linear(cfg.d_model, 2)
-        self.apply(self._init_weights)
+        self.apply(init_weights)
         if cfg.tie_weights:
             self.mlm_head.weight = self.tok_emb.weight
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     def encode(self, token_ids: Tensor, segment_ids: Tensor | None = None,
                padding_mask: Tensor | None = None) -> Tensor:
@@ -254,20 +247,19 @@ def state_from_nn_transformer(reference: nn.Transformer) -> dict[str, Tensor]:
     def copy(prefix: str, module: nn.Module) -> None:
         state[f"{prefix}.weight"], state[f"{prefix}.bias"] = module.weight, module.bias
 
+    def block(prefix: str, layer: nn.Module, last_norm: nn.LayerNorm) -> None:
+        attention(f"{prefix}.attn", layer.self_attn)
+        copy(f"{prefix}.norm1", layer.norm1)
+        copy(f"{prefix}.ff.fc_in", layer.linear1)
+        copy(f"{prefix}.ff.fc_out", layer.linear2)
+        copy(f"{prefix}.norm2", last_norm)
+
     for i, layer in enumerate(reference.encoder.layers):
-        attention(f"encoder.{i}.attn", layer.self_attn)
-        copy(f"encoder.{i}.norm1", layer.norm1)
-        copy(f"encoder.{i}.ff.fc_in", layer.linear1)
-        copy(f"encoder.{i}.ff.fc_out", layer.linear2)
-        copy(f"encoder.{i}.norm2", layer.norm2)
-    for i, layer in enumerate(reference.decoder.layers):
-        attention(f"decoder.{i}.attn", layer.self_attn)
-        copy(f"decoder.{i}.norm1", layer.norm1)
+        block(f"encoder.{i}", layer, layer.norm2)
+    for i, layer in enumerate(reference.decoder.layers):  # PyTorch's norm2 follows cross-attention, norm3 the FF
+        block(f"decoder.{i}", layer, layer.norm3)
         attention(f"decoder.{i}.cross_attn", layer.multihead_attn)
         copy(f"decoder.{i}.cross_norm", layer.norm2)
-        copy(f"decoder.{i}.ff.fc_in", layer.linear1)
-        copy(f"decoder.{i}.ff.fc_out", layer.linear2)
-        copy(f"decoder.{i}.norm2", layer.norm3)
     copy("encoder_norm", reference.encoder.norm)
     copy("decoder_norm", reference.decoder.norm)
     return {name: tensor.detach().clone() for name, tensor in state.items()}

@@ -24,7 +24,7 @@ from llmcourse.finetune import speaker_speeches
 from llmcourse.model import GPTConfig
 from llmcourse.runtime import CACHE_DIR, get_device, set_seed
 from llmcourse.tokenizer import BPETokenizer
-from llmcourse.train import configure_optimizer, course_tokenizer, cross_entropy, lr_at
+from llmcourse.train import COURSE_SETTINGS, configure_optimizer, course_tokenizer, cross_entropy, lr_at
 from llmcourse.weights import file_sha256
 
 IGNORE_INDEX = -100  # the label of a position the masked-LM loss skips
@@ -235,13 +235,13 @@ class EncoderSettings:
     `nsp=False` trains the masked-LM loss alone (on the same packed pairs).
     """
 
-    vocab_size: int = 2052
-    context_length: int = 128
-    d_model: int = 96
-    n_heads: int = 4
-    n_layers: int = 4
-    dropout: float = 0.0
-    batch_size: int = 8
+    vocab_size: int = COURSE_SETTINGS.vocab_size + len(SPECIAL_TOKENS)
+    context_length: int = COURSE_SETTINGS.context_length
+    d_model: int = COURSE_SETTINGS.d_model
+    n_heads: int = COURSE_SETTINGS.n_heads
+    n_layers: int = COURSE_SETTINGS.n_layers
+    dropout: float = COURSE_SETTINGS.dropout
+    batch_size: int = COURSE_SETTINGS.batch_size
     max_steps: int = 700
     max_lr: float = 2e-3
     min_lr_ratio: float = 0.1

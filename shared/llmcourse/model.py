@@ -223,6 +223,14 @@ class TransformerBlock(nn.Module):
         return x
 
 
+def init_weights(module: nn.Module) -> None:
+    """GPT-2's (and BERT's) start: linear and embedding weights from N(0, 0.02^2), biases at zero."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 def sinusoidal_positions(n_positions: int, d_model: int) -> Tensor:
     """The 2017 transformer's fixed positions: sin and cos waves of geometrically spaced wavelengths.
 
@@ -257,7 +265,7 @@ class GPTModel(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = make_norm(cfg)
         self.out_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.apply(self._init_weights)
+        self.apply(init_weights)
         for name, param in self.named_parameters():
             if name.endswith(("attn.out_proj.weight", "ff.fc_out.weight")):
                 # Each block adds to the residual stream twice; shrink those writes so its
@@ -265,13 +273,6 @@ class GPTModel(nn.Module):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     def embed(self, token_ids: Tensor, past: int = 0) -> Tensor:
         """Token embeddings plus position embeddings (none for rotary), for tokens starting at position `past`."""
