@@ -3,8 +3,11 @@
 Playwright drives the system's /usr/bin/chromium (`apt-get install chromium chromium-driver`); its own
 browser download (`playwright install`) is never used. The flags keep Chromium from reaching for the
 network on its own (updates, sync, QUIC), which on a machine without internet only makes errors.
+Without Chromium (or Playwright) the checks skip, except under CI (the CI environment variable set),
+where they fail: a CI run whose browser install failed must not pass quietly.
 """
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -20,19 +23,27 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SKIP_MESSAGE = "skipped: Chromium not installed (apt-get install chromium chromium-driver)"
+INSTALL_CHROMIUM = "apt-get install chromium chromium-driver"
+INSTALL_PLAYWRIGHT = "pip install -e '.[site]'"
 
 
 def exit_if_no_chromium() -> None:
-    """Print the skip message and exit 0 when there is no Chromium or no Playwright to drive it."""
+    """Exit when there is no Chromium or no Playwright to drive it: 0 with a skip message, or 1 under CI."""
     if not CHROMIUM.exists():
-        print(SKIP_MESSAGE)
-        sys.exit(0)
+        skip_or_fail(f"Chromium is not installed at {CHROMIUM}", INSTALL_CHROMIUM)
     try:
         import playwright  # noqa: F401
     except ImportError:
-        print("skipped: Playwright not installed (pip install -e '.[site]')")
-        sys.exit(0)
+        skip_or_fail("Playwright is not installed", INSTALL_PLAYWRIGHT)
+
+
+def skip_or_fail(missing: str, install: str) -> None:
+    """Outside CI print that the check is skipped and exit 0; under CI print an error and exit 1."""
+    if os.environ.get("CI"):
+        print(f"error: {missing} ({install}), and CI is set, so the browser checks must run", file=sys.stderr)
+        sys.exit(1)
+    print(f"skipped: {missing} ({install})")
+    sys.exit(0)
 
 
 def free_port() -> int:

@@ -8,7 +8,8 @@ in headless Chromium (see browser.py), runs Run > Run All Cells from the menu an
 kernel is idle. Fails (exit 1) when a cell is left unrun ("[*]" or "[ ]") or shows a traceback; then
 saves the copy, checks the saved file the same way, takes a screenshot into
 _site/_screenshots/jupyterlab.png and stops the server. The notebook in the repository is never
-touched. Exit 0 with a message when Chromium is not installed.
+touched. Exit 0 with a message when Chromium is not installed, except under CI (the CI environment
+variable set): exit 1 there.
 """
 
 import json

@@ -10,7 +10,7 @@ Serves _site/ on a loopback port and opens every page in headless Chromium (see 
   - links inside the site to a file or an anchor that does not exist;
 and when the API page lacks a module of llmcourse or a few of its functions, or search finds nothing.
 Writes a screenshot of each chapter's first notebook into _site/_screenshots/. Exit 0 with a message
-when Chromium is not installed.
+when Chromium is not installed, except under CI (the CI environment variable set): exit 1 there.
 """
 
 import functools

@@ -2,8 +2,8 @@
 
 Every rank reads the same text but trains on different windows of it; gradients are averaged
 across ranks, so all ranks hold identical weights. Rank 0 shows the progress bar, writes the
-JSON-lines log and the checkpoint (every --save-every updates, at the end, and when SIGINT or
-SIGTERM asks the run to stop), and prints the final validation loss and bits per byte.
+JSON-lines log and the checkpoint (every --save-every updates, at the end, and when SIGINT,
+SIGTERM or SIGHUP asks the run to stop), and prints the final validation loss and bits per byte.
 """
 
 import argparse
@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import tiktoken
 import torch
@@ -24,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from llmcourse.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from llmcourse.checkpoint import Checkpoint, load_checkpoint, restore_optimizer, save_checkpoint
 from llmcourse.data import SlidingWindowDataset, create_dataloader, load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
 from llmcourse.runtime import get_device, set_seed
@@ -38,6 +39,10 @@ PRESETS = {
     "tiny": dict(n_layers=2, d_model=64, n_heads=4, context_length=32),
     "gpt2-small": dict(n_layers=12, d_model=768, n_heads=12, context_length=1024),
 }
+
+
+# The signals that ask the run to save and stop (Windows has no SIGHUP).
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
 
 
 def number(kind: type, least: float, above: bool = False, below: float | None = None):
@@ -57,11 +62,18 @@ def number(kind: type, least: float, above: bool = False, below: float | None = 
     return parse
 
 
+def prompt_text(text: str) -> str:
+    """An argparse type: a prompt of at least one character (generation needs a token to start from)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the prompt is empty; give at least one character (the default is a newline)")
+    return text
+
+
 EXAMPLES = """examples:
   python scripts/pretrain.py --max-steps 1200                      the course model on the course corpus
   python scripts/pretrain.py --train-text a.txt b.txt --val-text c.txt --preset tiny --time-budget 60
   python scripts/pretrain.py --max-steps 2400 --resume              continue the run in runs/pretrain
-  (Ctrl-C or SIGTERM saves a checkpoint and exits; --resume continues from it)
+  (Ctrl-C, SIGTERM or SIGHUP saves a checkpoint and exits; --resume continues from it)
   torchrun --standalone --nproc_per_node=2 scripts/pretrain.py --preset tiny --max-steps 200
 """
 
@@ -108,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="AdamW weight decay of the weight matrices (default: %(default)s)")
     optim.add_argument("--grad-clip", type=number(float, 0), default=COURSE_SETTINGS.grad_clip, metavar="NORM",
                        help="clip the global gradient norm to this; 0 turns clipping off (default: %(default)s)")
-    optim.add_argument("--seed", type=int, default=COURSE_SETTINGS.seed,
+    optim.add_argument("--seed", type=number(int, 0, below=2**32), default=COURSE_SETTINGS.seed,
                        help="seeds the weights, the batch order and dropout (default: %(default)s)")
 
     run = parser.add_argument_group("evaluation, checkpoints, logging")
@@ -119,16 +131,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "loss uses all of it (default: %(default)s)")
     run.add_argument("--sample-every", type=number(int, 0), default=0, metavar="N",
                      help="updates between printed text samples; 0 never samples (default: %(default)s)")
-    run.add_argument("--prompt", default="\n", help="start of the sampled text (default: a newline)")
+    run.add_argument("--prompt", type=prompt_text, default="\n", help="start of the sampled text (default: a newline)")
     run.add_argument("--out-dir", type=Path, default=Path("runs/pretrain"), metavar="DIR",
                      help="where the run is written: the checkpoint in DIR/checkpoint, the log in DIR/log.jsonl "
                           "(default: %(default)s)")
     run.add_argument("--save-every", type=number(int, 0), default=200, metavar="N",
-                     help="updates between checkpoints; 0 saves only at the end or when stopped by Ctrl-C or "
-                          "SIGTERM (default: %(default)s)")
+                     help="updates between checkpoints; 0 saves only at the end or when stopped by Ctrl-C, "
+                          "SIGTERM or SIGHUP (default: %(default)s)")
     run.add_argument("--resume", action="store_true",
                      help="continue the run checkpointed in --out-dir: its model, tokenizer, optimizer and step "
                           "are loaded (model flags are ignored); repeat the data and schedule flags")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh even if --out-dir holds a previous run, replacing its checkpoint and log")
     run.add_argument("--log-file", type=Path, metavar="FILE",
                      help="JSON-lines log of every update, evaluation and sample (default: OUT_DIR/log.jsonl)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
@@ -139,6 +153,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--train-text needs --val-text too: the validation loss is measured on held-out text")
     if args.max_steps is None and args.time_budget is None:
         parser.error("give --max-steps, --time-budget, or both")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in --out-dir, --overwrite replaces it: give one of them")
     if args.min_lr > args.lr:
         parser.error(f"--min-lr {args.min_lr} is above --lr {args.lr}; the schedule decays from --lr down to --min-lr")
     try:
@@ -148,7 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Stop the script with a one-line error (exit status 2, like a bad flag)."""
     print(f"pretrain.py: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -180,12 +196,56 @@ def check_writable(folder: Path) -> None:
         fail(f"cannot write to {folder} ({error.strerror}); choose a writable --out-dir")
 
 
+def check_out_dir(args: argparse.Namespace, checkpoint_dir: Path, log_path: Path) -> None:
+    """Refuse a fresh run over a previous one (unless --overwrite), and a log the checkpoint's saves would delete."""
+    if log_path.resolve().is_relative_to(checkpoint_dir.resolve()):
+        fail(f"--log-file {log_path} is inside the checkpoint folder {checkpoint_dir}, which every save "
+             "replaces; put the log elsewhere")
+    previous = [path.name for path in (checkpoint_dir, log_path) if path.exists()]
+    if previous and not (args.resume or args.overwrite):
+        fail(f"{args.out_dir} holds a previous run ({', '.join(previous)}); give --resume to continue it or "
+             "--overwrite to replace it")
+
+
+def resume_from(checkpoint_dir: Path, device: torch.device, train_text_sha256: str) -> Checkpoint:
+    """The checkpoint to resume, after checking that it was trained on this training text."""
+    try:
+        checkpoint = load_checkpoint(checkpoint_dir, device)
+    except FileNotFoundError:
+        fail(f"--resume: no checkpoint in {checkpoint_dir}; start the run without --resume")
+    except ValueError as error:
+        fail(f"--resume: {error}")
+    saved = checkpoint.extra.get("train_text_sha256")
+    if saved != train_text_sha256:
+        fail(f"--resume: the training text is not the one the checkpoint was trained on (its sha256 is "
+             f"{train_text_sha256[:12]}..., the checkpoint records {str(saved)[:12]}...); give the same "
+             "--train-text files, or start a new run with --overwrite")
+    if checkpoint.tokenizer is None:
+        fail(f"the checkpoint in {checkpoint_dir} has no tokenizer to resume with")
+    return checkpoint
+
+
+def training_windows(train_ids: list[int], val_ids: list[int], context_length: int, batch_size: int,
+                     world_size: int) -> SlidingWindowDataset:
+    """The training windows, after checking that both texts hold a window and every process a batch."""
+    for name, ids in (("training", train_ids), ("validation", val_ids)):
+        if len(ids) <= context_length:
+            fail(f"the {name} text has {len(ids)} tokens, too few for one window of context_length="
+                 f"{context_length}; give more text or a smaller --context-length")
+    windows = SlidingWindowDataset(train_ids, context_length, context_length)
+    if len(windows) // world_size < batch_size:
+        fail(f"the training text gives {len(windows)} windows of context_length={context_length} "
+             f"({len(windows) // world_size} per process), fewer than --batch-size={batch_size}; give more text "
+             "or a smaller --batch-size or --context-length")
+    return windows
+
+
 class StopRequest:
-    """Turns the first SIGINT or SIGTERM into a request to save and stop; a second one acts as usual."""
+    """Turns the first SIGINT, SIGTERM or SIGHUP into a request to save and stop; a second one acts as usual."""
 
     def __init__(self):
         self.signal_name: str | None = None
-        for number in (signal.SIGINT, signal.SIGTERM):
+        for number in STOP_SIGNALS:
             signal.signal(number, self.handle)
 
     def handle(self, number: int, frame) -> None:
@@ -225,22 +285,30 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint_dir = args.out_dir / "checkpoint"
     log_path = args.log_file or args.out_dir / "log.jsonl"
     if is_main:
+        check_out_dir(args, checkpoint_dir, log_path)
         check_writable(args.out_dir)
         check_writable(log_path.parent)
 
     train_text, val_text = read_texts(args.train_text, "train"), read_texts(args.val_text, "val")
+    train_text_sha256 = hashlib.sha256(train_text.encode("utf-8")).hexdigest()
     if args.resume:
-        checkpoint = load_checkpoint(checkpoint_dir, device)
-        model, tokenizer, start_step = checkpoint.model, checkpoint.tokenizer, checkpoint.step
-        if tokenizer is None:
-            fail(f"the checkpoint in {checkpoint_dir} has no tokenizer to resume with")
+        checkpoint = resume_from(checkpoint_dir, device, train_text_sha256)
+        config, tokenizer, start_step = checkpoint.model.cfg, checkpoint.tokenizer, checkpoint.step
     else:
         tokenizer = BPETokenizer.train(train_text, args.vocab_size) if args.tokenizer == "bpe" else gpt2_encoding()
         vocab_size = tokenizer.n_vocab if isinstance(tokenizer, tiktoken.Encoding) else tokenizer.vocab_size
-        set_seed(args.seed)  # every rank starts from the same weights
-        model, start_step = GPTModel(model_config(args, vocab_size)).to(device), 0
+        try:
+            config, start_step = model_config(args, vocab_size), 0
+        except ValueError as error:
+            fail(f"{error}; change the model flags")
     train_ids, val_ids = tokenizer.encode_ordinary(train_text), tokenizer.encode_ordinary(val_text)
-    context_length = model.cfg.context_length
+    context_length = config.context_length
+    windows = training_windows(train_ids, val_ids, context_length, args.batch_size, world_size)
+    if args.resume:
+        model = checkpoint.model
+    else:
+        set_seed(args.seed)  # every rank starts from the same weights
+        model = GPTModel(config).to(device)
     optimizer = configure_optimizer(model, args.lr, args.weight_decay)
     if args.resume and checkpoint.optimizer_state is not None:
         restore_optimizer(optimizer, checkpoint.optimizer_state, f"{checkpoint_dir}/optimizer.pt")
@@ -248,13 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     if start_step >= max_steps:
         fail(f"the checkpoint is at step {start_step}, already at --max-steps={max_steps}; "
              "raise --max-steps to train further")
-    for name, ids in (("training", train_ids), ("validation", val_ids)):
-        if len(ids) <= context_length:
-            fail(f"the {name} text has {len(ids)} tokens, too few for one window of context_length="
-                 f"{context_length}; give more text or a smaller --context-length")
 
     # Each rank trains on its own share of the windows (every world_size-th), shuffled from the seed.
-    windows = SlidingWindowDataset(train_ids, context_length, context_length)
     share = Subset(windows, range(rank, len(windows), world_size))
     train_loader = DataLoader(share, batch_size=args.batch_size, shuffle=True, drop_last=True,
                               generator=torch.Generator().manual_seed(args.seed))
@@ -276,7 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     def save(step: int) -> None:
         nonlocal saved_step
         if is_main and step != saved_step:
-            save_checkpoint(checkpoint_dir, model, optimizer, step, tokenizer, extra={"args": settings})
+            save_checkpoint(checkpoint_dir, model, optimizer, step, tokenizer,
+                            extra={"args": settings, "train_text_sha256": train_text_sha256})
             log({"event": "checkpoint", "step": step})
             saved_step = step
 

@@ -195,11 +195,26 @@ def test_dropout_acts_in_training_only():
         assert not torch.allclose(first, layer(x))
 
 
-def test_future_mask_buffer_is_not_saved_but_moves_with_the_module():
+def test_state_dict_holds_only_the_projections():
     layer = make_layer()
     assert sorted(layer.state_dict()) == sorted(
         f"{name}.{part}" for name in ("W_query", "W_key", "W_value", "out_proj") for part in ("weight", "bias"))
-    assert layer.to("meta").future_mask.device.type == "meta"
+
+
+def test_a_long_context_costs_no_memory_until_it_is_used():
+    context = 20_000  # a context_length x context_length mask would take 400 MB per layer
+    layer = MultiHeadAttention(D_MODEL, D_MODEL, N_HEADS, context, rotary=True)
+    assert sum(buffer.numel() for buffer in layer.buffers()) <= 2 * context * D_MODEL // N_HEADS  # rotary angles
+    x = random_input(1, 5)
+    with torch.no_grad():
+        assert layer(x).shape == (1, 5, D_MODEL)
+
+
+@pytest.mark.parametrize("past, n_queries", [(0, 1), (0, 6), (7, 3), (9, 1), (0, CONTEXT)])
+def test_causal_mask_is_the_slice_of_the_full_upper_triangle(past, n_queries):
+    full = torch.triu(torch.ones(CONTEXT, CONTEXT, dtype=torch.bool), diagonal=1)
+    mask = make_layer().attention_mask(1, n_queries, past + n_queries, past, None, is_self=True)
+    assert torch.equal(mask, full[past:past + n_queries, :past + n_queries])
 
 
 def test_d_out_not_divisible_by_heads_raises():

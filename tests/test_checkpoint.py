@@ -12,7 +12,8 @@ import pytest
 import tiktoken
 import torch
 
-from llmcourse.checkpoint import _config_digest, load_checkpoint, restore_optimizer, save_checkpoint, weights_sha256
+from llmcourse.checkpoint import (SAVE_MARKER, _config_digest, load_checkpoint, restore_optimizer, save_checkpoint,
+                                  weights_sha256)
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import set_seed
 from llmcourse.tokenizer import BPETokenizer, gpt2_encoding
@@ -224,14 +225,17 @@ def test_leftovers_of_an_interrupted_save_are_handled(saved):
     # Killed while writing the new folder: the partial new folder is ignored, then cleaned up.
     partial = saved.with_name("ckpt.checkpoint-new")
     partial.mkdir()
+    (partial / SAVE_MARKER).touch()
     (partial / "model.safetensors").write_bytes(b"half")
     assert load_checkpoint(saved, "cpu").step == old_step
-    # Killed between the two renames: only the old folder, moved aside, is left.
+    # Killed between the two renames: only the old folder, marked and moved aside, is left.
+    (saved / SAVE_MARKER).touch()
     os.replace(saved, saved.with_name("ckpt.checkpoint-old"))
     assert load_checkpoint(saved, "cpu").step == old_step
     save_checkpoint(saved, tiny_model(seed=2), step=old_step + 1)
     assert load_checkpoint(saved, "cpu").step == old_step + 1
     assert sorted(p.name for p in saved.parent.iterdir()) == ["ckpt"]
+    assert SAVE_MARKER not in {p.name for p in saved.iterdir()}
 
 
 def fingerprint(checkpoint) -> tuple:

@@ -15,6 +15,7 @@ from llmcourse.finetune import (GENRE_CLASSES, GPTClassifier, TASKS, accuracy, a
                                 hidden_states, instruction_records, load_instruction_json, load_sms_spam, macro_f1,
                                 parse_sms_spam, pool,
                                 predict_proba, respond, set_trainable, shuffled_batches, word_vocabulary)
+from llmcourse.generate import generate
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import set_seed
 from llmcourse.tokenizer import BPETokenizer
@@ -23,9 +24,9 @@ from llmcourse.tokenizer import BPETokenizer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_model(seed: int = 0, vocab_size: int = 64) -> GPTModel:
+def tiny_model(seed: int = 0, vocab_size: int = 64, context_length: int = 32) -> GPTModel:
     set_seed(seed)
-    return GPTModel(GPTConfig(vocab_size=vocab_size, context_length=32, d_model=32, n_heads=4, n_layers=2,
+    return GPTModel(GPTConfig(vocab_size=vocab_size, context_length=context_length, d_model=32, n_heads=4, n_layers=2,
                               dropout=0.0))
 
 
@@ -210,9 +211,13 @@ def test_instruction_records_have_exact_answers(plays):
 def test_exact_match_by_task_and_respond(tokenizer):
     records = [{"task": "a", "output": "x"}, {"task": "a", "output": "y"}, {"task": "b", "output": "z"}]
     assert exact_match_by_task(records, [" x ", "x", "z"]) == {"a": 0.5, "b": 1.0, "all": 2 / 3}
-    model = tiny_model(vocab_size=tokenizer.vocab_size)
-    response = respond(model, tokenizer, {"instruction": "Hi.", "input": "", "output": ""}, max_new_tokens=4)
-    assert isinstance(response, str) and len(tokenizer.encode(response, allowed_special="none")) <= 4
+    model = tiny_model(vocab_size=tokenizer.vocab_size, context_length=48)  # room for the prompt and the response
+    record = {"instruction": "Hi.", "input": "", "output": ""}
+    response = respond(model, tokenizer, record, max_new_tokens=4)
+    prompt = tokenizer.encode(format_prompt(record), allowed_special="none")
+    new = generate(model, torch.tensor([prompt]), 4, eos_id=tokenizer.eot_id)[0, len(prompt):].tolist()
+    assert len(new) <= 4 and response == tokenizer.decode(new[:new.index(tokenizer.eot_id)] if tokenizer.eot_id in new
+                                                         else new).strip()
 
 
 def sms_zip(path, lines: list[str]):

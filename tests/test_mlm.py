@@ -216,7 +216,7 @@ def test_saved_encoder_loads_identically_and_a_corrupt_file_is_refused(tmp_path)
     data = bytearray(weights.read_bytes())
     data[-5] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="corrupt or was changed"):
+    with pytest.raises(ValueError, match="model.safetensors does not match the sha256.*was changed"):
         load_encoder(tmp_path)
     with pytest.raises(FileNotFoundError, match="no encoder is saved"):
         load_encoder(tmp_path / "elsewhere")

@@ -11,8 +11,9 @@ import time
 import pytest
 import torch
 
-from llmcourse.checkpoint import load_checkpoint
+from llmcourse.checkpoint import load_checkpoint, save_checkpoint
 from llmcourse.data import load_shakespeare
+from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "pretrain.py"
@@ -88,6 +89,10 @@ def test_flags_override_the_preset():
     (["--max-steps", "5", "--vocab-size", "100"], "--vocab-size: 100 is out of range; give an integer >= 257"),
     (["--max-steps", "5", "--min-lr", "0.1"], "--min-lr 0.1 is above --lr"),
     (["--max-steps", "5", "--device", "gpu"], "invalid choice: 'gpu'"),
+    (["--max-steps", "5", "--seed", "-1"], "--seed: -1 is out of range; give an integer >= 0 and < 4294967296"),
+    (["--max-steps", "5", "--seed", "4294967296"], "--seed: 4294967296 is out of range"),
+    (["--max-steps", "5", "--prompt", ""], "--prompt: the prompt is empty; give at least one character"),
+    (["--max-steps", "5", "--resume", "--overwrite"], "--resume continues the run in --out-dir, --overwrite"),
 ])
 def test_flags_out_of_range_are_refused_with_what_is_right(capsys, flags, message):
     with pytest.raises(SystemExit):
@@ -116,12 +121,13 @@ def test_failed_rerun_keeps_the_previous_log_and_names_the_bad_file(tmp_path, te
     (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
     bad = ["--train-text", str(tmp_path / "latin1.txt"), "--val-text", texts[3]]
     with pytest.raises(SystemExit):
-        load_script().main(bad + TINY + ["--max-steps", "5", "--out-dir", str(run)])
+        load_script().main(bad + TINY + ["--max-steps", "5", "--out-dir", str(run), "--overwrite"])
     assert f"{tmp_path / 'latin1.txt'} is not UTF-8 text (byte 0xe9 at offset 3)" in capsys.readouterr().err
     assert (run / "log.jsonl").read_text() == '{"event": "end"}\n'
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP")
+                                                                         else []))
 def test_a_signal_saves_the_run_and_resume_continues_it(tmp_path, texts, stop_signal):
     run = ["--out-dir", str(tmp_path / "run"), "--save-every", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -149,3 +155,65 @@ def test_a_signal_saves_the_run_and_resume_continues_it(tmp_path, texts, stop_si
         assert [r["start_step"] for r in log if r["event"] == "start"] == [0, stopped_at]
         assert [r["step"] for r in log if r["event"] == "step"] == list(range(1, stopped_at + 4))
         assert log[-1]["event"] == "end" and log[-1]["stopped_by"] == "max_steps"
+
+
+def script_that_must_not_build_a_model():
+    """The script, with GPTModel replaced by a function that fails the test: refusals must come before it."""
+    script = load_script()
+
+    def no_model(config):
+        raise AssertionError(f"a model was built for {config} before the inputs were checked")
+    script.GPTModel = no_model
+    return script
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--context-length", "100000"], "too few for one window of context_length=100000"),
+    (["--batch-size", "5000"], "fewer than --batch-size=5000; give more text or a smaller --batch-size"),
+    (["--d-model", "66"], "GPTConfig.d_model=66 must be divisible by n_heads=4"),
+])
+def test_impossible_sizes_are_refused_before_the_model_is_built(tmp_path, texts, capsys, flags, message):
+    with pytest.raises(SystemExit):
+        script_that_must_not_build_a_model().main(texts + TINY + ["--max-steps", "5", "--out-dir",
+                                                                   str(tmp_path / "run")] + flags)
+    assert message in capsys.readouterr().err
+
+
+def test_a_fresh_run_does_not_replace_a_previous_one_without_overwrite(tmp_path, texts, capsys):
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoint", GPTModel(GPTConfig(vocab_size=300, context_length=32, d_model=64, n_heads=4,
+                                                           n_layers=2)), step=7)
+    (run / "log.jsonl").write_text('{"event": "end"}\n')
+    with pytest.raises(SystemExit):
+        script_that_must_not_build_a_model().main(texts + TINY + ["--max-steps", "5", "--out-dir", str(run)])
+    assert f"{run} holds a previous run (checkpoint, log.jsonl); give --resume to continue it or --overwrite" \
+        in capsys.readouterr().err
+    assert load_checkpoint(run / "checkpoint", "cpu").step == 7
+    assert (run / "log.jsonl").read_text() == '{"event": "end"}\n'
+    with pytest.raises(AssertionError, match="a model was built"):  # --overwrite gets past the check
+        script_that_must_not_build_a_model().main(texts + TINY + ["--max-steps", "5", "--out-dir", str(run),
+                                                                   "--overwrite"])
+
+
+def test_a_log_file_inside_the_checkpoint_folder_is_refused_at_the_start(tmp_path, texts, capsys):
+    run = tmp_path / "run"
+    log = run / "checkpoint" / "log.jsonl"
+    with pytest.raises(SystemExit):
+        script_that_must_not_build_a_model().main(texts + TINY + ["--max-steps", "5", "--out-dir", str(run),
+                                                                   "--log-file", str(log)])
+    assert f"--log-file {log} is inside the checkpoint folder {run / 'checkpoint'}" in capsys.readouterr().err
+
+
+def test_resume_with_another_training_text_is_refused(tmp_path, texts, capsys):
+    run = ["--out-dir", str(tmp_path / "run")]
+    launch(texts + TINY + run + ["--max-steps", "2"])
+    other = tmp_path / "other.txt"
+    other.write_text(load_shakespeare("train")[40_000:80_000], encoding="utf-8")
+    with pytest.raises(SystemExit):
+        script_that_must_not_build_a_model().main(["--train-text", str(other), "--val-text", texts[3]] + TINY + run
+                                                  + ["--max-steps", "4", "--resume"])
+    assert "--resume: the training text is not the one the checkpoint was trained on" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script_that_must_not_build_a_model().main(texts + TINY + ["--out-dir", str(tmp_path / "none"),
+                                                                   "--max-steps", "4", "--resume"])
+    assert f"--resume: no checkpoint in {tmp_path / 'none' / 'checkpoint'}" in capsys.readouterr().err

@@ -1,10 +1,13 @@
 """The runtime helpers: device choice honours the environment, seeding repeats random draws."""
 
-import torch
+import subprocess
+import sys
+import time
 
 import pytest
+import torch
 
-from llmcourse.runtime import DATA_DIR, REPO_ROOT, get_device, recommended_threads, set_seed
+from llmcourse.runtime import DATA_DIR, REPO_ROOT, cache_lock, get_device, recommended_threads, set_seed, threads
 
 
 def test_device_is_pinned_by_environment(monkeypatch):
@@ -42,3 +45,37 @@ def test_bad_thread_setting_raises(monkeypatch):
     monkeypatch.setenv("LLMCOURSE_THREADS", "two")
     with pytest.raises(ValueError, match="LLMCOURSE_THREADS must be a positive integer"):
         recommended_threads()
+
+
+def test_threads_sets_the_count_for_the_body_and_restores_it():
+    before = torch.get_num_threads()
+    with threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, True, "2"])
+def test_threads_refuses_anything_but_a_positive_whole_number(count):
+    with pytest.raises(ValueError, match="positive whole number"):
+        with threads(count):
+            pass
+
+
+def test_cache_lock_makes_a_second_process_wait_for_the_first(tmp_path):
+    artifact = tmp_path / "course_gpt"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from llmcourse.runtime import cache_lock\n"
+        f"with cache_lock({str(artifact)!r}):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(3)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError, match=r"course_gpt\.lock: another process is still building course_gpt"):
+            with cache_lock(artifact, timeout=0.2):
+                pass
+        started = time.perf_counter()
+        with cache_lock(artifact, timeout=30):  # waits until the holder lets go
+            assert holder.poll() is not None or time.perf_counter() - started > 0.5
+    finally:
+        holder.wait(timeout=30)

@@ -6,6 +6,7 @@ import torch
 from llmcourse.data import load_plays
 from llmcourse.encoder import EncoderDecoder
 from llmcourse.model import GPTConfig
+from llmcourse.runtime import threads
 from llmcourse.seq2seq import (BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, Pair, RNNEncoderDecoder, decode, encode,
                                make_batch, normalise_line, predict, reversal_pairs, reverse_words, scores,
                                scores_by_length, char_accuracy, train_seq2seq, warmup_lr, play_speeches)
@@ -182,3 +183,14 @@ def test_bad_input_raises_clear_errors(plays):
         model(torch.tensor([[3, 4]]), torch.tensor([[BOS_ID]]), torch.tensor([[False, True]]))
     with pytest.raises(ValueError, match="budget_seconds"):
         train_seq2seq(model, [Pair("a b", "b a", "x")], budget_seconds=0, d_model=16)
+
+
+def test_a_budget_of_cpu_seconds_trains_on_one_thread_and_restores_the_count():
+    model, seen = MODELS["rnn+attention"](), []
+    forward = model.forward
+    model.forward = lambda *args: seen.append(torch.get_num_threads()) or forward(*args)
+    with threads(2):
+        train_seq2seq(model, [Pair("a b", "b a", "x")] * 4, budget_seconds=60, d_model=32, max_steps=3,
+                      progress=False)
+        assert torch.get_num_threads() == 2
+    assert seen == [1, 1, 1]

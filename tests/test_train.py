@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import time
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 import llmcourse.train as train_module
 from llmcourse.data import create_dataloader, load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
-from llmcourse.runtime import set_seed
+from llmcourse.runtime import set_seed, threads
 from llmcourse.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
 from llmcourse.train import (PretrainSettings, bits_per_byte, configure_optimizer,
                              course_model, cross_entropy, evaluate, evaluate_bits_per_byte,
@@ -241,3 +242,12 @@ def test_course_tokenizer_without_a_cached_model_trains_the_same_tokenizer_every
     again = train_module.course_tokenizer()
     text = load_shakespeare("val")[:5_000]
     assert alone.vocab_size == 300 and alone.encode(text) == again.encode(text)
+
+
+def test_a_budget_of_cpu_seconds_trains_on_one_thread_and_restores_the_count(byte_ids):
+    seen = []
+    with threads(2):
+        run(tiny_model(), byte_ids, steps=10**9, time_budget=0.5, clock=time.process_time,
+            on_update=lambda step: seen.append(torch.get_num_threads()) or step == 3)
+        assert torch.get_num_threads() == 2
+    assert seen == [1, 1, 1]

@@ -86,9 +86,6 @@ class MultiHeadAttention(nn.Module):
         self.rotary = RotaryEmbedding(self.head_dim, context_length) if rotary else None
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
-        # True above the diagonal: the future positions a causal query may not see.
-        future = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
-        self.register_buffer("future_mask", future, persistent=False)
 
     def split_heads(self, x: Tensor) -> Tensor:
         """(batch, tokens, d_out) -> (batch, heads, tokens, head_dim)."""
@@ -125,12 +122,14 @@ class MultiHeadAttention(nn.Module):
         if kv_cache is not None:
             keys, values = kv_cache.append(keys, values)
 
-        mask = self.attention_mask(batch, n_queries, keys.shape[2], past, padding_mask, context is None)
-        if self.use_fused and not return_weights:
-            # A plain causal square (no cache, no padding) lets PyTorch pick its fastest kernel.
-            plain_causal = self.causal and context is None and past == 0 and padding_mask is None
+        fused = self.use_fused and not return_weights
+        # A plain causal square (no cache, no padding) needs no mask: PyTorch's fused kernel picks its fastest path.
+        plain_causal = fused and self.causal and context is None and past == 0 and padding_mask is None
+        mask = None if plain_causal else \
+            self.attention_mask(batch, n_queries, keys.shape[2], past, padding_mask, context is None)
+        if fused:
             out = F.scaled_dot_product_attention(
-                queries, keys, values, attn_mask=None if mask is None or plain_causal else ~mask,
+                queries, keys, values, attn_mask=None if mask is None else ~mask,
                 dropout_p=self.dropout if self.training else 0.0, is_causal=plain_causal)
             weights = None
         else:
@@ -162,8 +161,11 @@ class MultiHeadAttention(nn.Module):
         """Booleans broadcastable to (batch, heads, queries, keys), True where attention is forbidden."""
         mask = None
         if self.causal and is_self:
-            # Query i sits at position past + i and may see keys 0 .. past + i.
-            mask = self.future_mask[past:past + n_queries, :n_keys]
+            # Query i sits at position past + i and may see keys 0 .. past + i: True above that diagonal.
+            # Built for the sizes of this call, so a long context_length costs nothing until it is used.
+            query_positions = torch.arange(past, past + n_queries, device=self.W_query.weight.device)
+            key_positions = torch.arange(n_keys, device=self.W_query.weight.device)
+            mask = key_positions[None, :] > query_positions[:, None]
         if padding_mask is not None:
             if padding_mask.shape != (batch, n_keys):
                 raise ValueError(f"padding_mask has shape {tuple(padding_mask.shape)}, "

@@ -27,6 +27,9 @@ def word_vocabulary(texts: Iterable[str], min_count: int = 2) -> dict[str, int]:
 
 def count_vectors(texts: Sequence[str], vocabulary: dict[str, int]) -> Tensor:
     """How many times every vocabulary word occurs in every text (texts, words); unknown words are dropped."""
+    if isinstance(texts, str):
+        raise ValueError("texts must be a list of texts, got one string (it would be read character by character); "
+                         "pass [text] for a single text")
     counts = torch.zeros(len(texts), len(vocabulary))
     for row, text in enumerate(texts):
         found = Counter(word for word in words(text) if word in vocabulary)

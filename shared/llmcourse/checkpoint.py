@@ -1,10 +1,11 @@
 """Crash-safe checkpoints: a model, its optimizer state and tokenizer in one folder (chapter 5).
 
 A checkpoint folder holds model.safetensors, config.json and optionally optimizer.pt and
-tokenizer.json. config.json records the GPTConfig, the step, the tokenizer's kind, any JSON
-`extra`, the sha256 of every other file, and a sha256 of its own content; `load_checkpoint`
-verifies all of them. `save_checkpoint` writes the new checkpoint into a sibling folder and swaps
-it in with renames, so a crash at any moment leaves the old or the new checkpoint, never a mix.
+tokenizer.json. config.json records the model's class (a GPTModel or a BertModel) and GPTConfig,
+the step, the tokenizer's kind, any JSON `extra`, the sha256 of every other file, and a sha256 of
+its own content; `load_checkpoint` verifies all of them. `save_checkpoint` writes the new checkpoint
+into a sibling folder and swaps it in with renames, so a crash at any moment leaves the old or the
+new checkpoint, never a mix.
 """
 
 import hashlib
@@ -24,6 +25,7 @@ from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from llmcourse.encoder import BertModel
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import get_device
 from llmcourse.tokenizer import BPETokenizer, Tokenizer, gpt2_encoding
@@ -31,13 +33,21 @@ from llmcourse.tokenizer import BPETokenizer, Tokenizer, gpt2_encoding
 CHECKPOINT_FORMAT = "llmcourse-checkpoint"
 CHECKPOINT_VERSION = 2
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "optimizer.pt", "tokenizer.json")
+# An empty file that marks the folders a save works on: only such folders (or empty ones) are ever deleted.
+SAVE_MARKER = ".llmcourse-save"
+# The models a checkpoint can hold, by the class name config.json records, and the output matrix of each
+# that is tied to the token embedding (stored once).
+MODEL_CLASSES = {"GPTModel": GPTModel, "BertModel": BertModel}
+TIED_OUTPUT = {"GPTModel": "out_head.weight", "BertModel": "mlm_head.weight"}
+# How long a load keeps reading again while a save in another process keeps replacing the folder.
+RELOAD_SECONDS = 10.0
 
 
 @dataclass
 class Checkpoint:
     """What `load_checkpoint` returns: the model (eval mode) and what is needed to resume training."""
 
-    model: GPTModel
+    model: GPTModel | BertModel
     step: int
     optimizer_state: dict | None
     tokenizer: Tokenizer | None
@@ -68,11 +78,33 @@ def weights_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _saved_tensors(model: GPTModel) -> dict[str, Tensor]:
+def _class_name(model: nn.Module) -> str:
+    """The name config.json records for the model's class; a model of any other class is refused."""
+    for name, model_class in MODEL_CLASSES.items():
+        if isinstance(model, model_class):
+            return name
+    raise ValueError(f"save_checkpoint saves a GPTModel or a BertModel, got {type(model).__name__}")
+
+
+def _check_unmodified(model: nn.Module, model_class: str) -> None:
+    """Refuse a model whose layers are not those its config builds (LoRA layers, a new head): a checkpoint
+    rebuilds the model from its config, so anything added or replaced would be lost or fail to load."""
+    with torch.device("meta"):
+        expected = set(MODEL_CLASSES[model_class](model.cfg).state_dict())
+    extra = sorted(set(model.state_dict()) - expected)
+    missing = sorted(expected - set(model.state_dict()))
+    if extra or missing:
+        found = f"{len(extra)} tensors its config does not build ({', '.join(extra[:3])}, ...)" if extra else \
+            f"{len(missing)} tensors missing ({', '.join(missing[:3])}, ...)"
+        raise ValueError(f"the {model_class} has {found}, so a checkpoint could not rebuild it; a model with LoRA "
+                         "layers must be merged first with llmcourse.lora.merge_lora(model)")
+
+
+def _saved_tensors(model: GPTModel | BertModel) -> dict[str, Tensor]:
     """The state dict as stored: a tied output head is the embedding matrix, so it is stored once."""
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     if model.cfg.tie_weights:
-        del tensors["out_head.weight"]
+        del tensors[TIED_OUTPUT[_class_name(model)]]
     return tensors
 
 
@@ -95,8 +127,8 @@ def _checkpoint_files(model: nn.Module, optimizer: torch.optim.Optimizer | None 
     """Every file of a checkpoint, as bytes, after checking all inputs (nothing is written)."""
     if isinstance(model, DistributedDataParallel):
         model = model.module
-    if not isinstance(model, GPTModel):
-        raise ValueError(f"save_checkpoint saves a GPTModel, got {type(model).__name__}")
+    model_class = _class_name(model)
+    _check_unmodified(model, model_class)
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be an integer >= 0 (updates done), got {step!r}")
     tensors = _saved_tensors(model)
@@ -116,8 +148,8 @@ def _checkpoint_files(model: nn.Module, optimizer: torch.optim.Optimizer | None 
         buffer = io.BytesIO()
         torch.save(optimizer.state_dict(), buffer)
         files["optimizer.pt"] = buffer.getvalue()
-    config = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": model.cfg.to_dict(),
-              "step": step, "tokenizer": tokenizer_kind, "extra": extra_json,
+    config = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_class": model_class,
+              "model": model.cfg.to_dict(), "step": step, "tokenizer": tokenizer_kind, "extra": extra_json,
               "files": {name: _sha256(data) for name, data in sorted(files.items())}}
     config["sha256"] = _config_digest(config)
     files["config.json"] = json.dumps(config, indent=2).encode("utf-8")
@@ -142,13 +174,57 @@ def _siblings(directory: Path) -> tuple[Path, Path]:
             directory.with_name(directory.name + ".checkpoint-old"))
 
 
+def _made_by_save(folder: Path) -> bool:
+    """Whether `folder` is one a save worked on: a real folder holding SAVE_MARKER, or an empty one."""
+    return folder.is_dir() and not folder.is_symlink() and (
+        (folder / SAVE_MARKER).exists() or not any(folder.iterdir()))
+
+
+def _remove_sibling(folder: Path) -> None:
+    """Delete a sibling left by an interrupted save; refuse to touch anything a save did not make."""
+    if not (folder.exists() or folder.is_symlink()):
+        return
+    if not _made_by_save(folder):
+        raise ValueError(f"{folder} was not made by save_checkpoint (it lacks the {SAVE_MARKER} marker), but "
+                         "a save uses that name and would delete it: rename or move it")
+    shutil.rmtree(folder)
+
+
 def _recover(directory: Path) -> None:
     """Undo a save interrupted between its two renames: the old checkpoint goes back in place."""
     new, old = _siblings(directory)
-    if not directory.exists() and old.exists():
+    if not directory.exists() and _made_by_save(old):
         os.replace(old, directory)
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(new, ignore_errors=True)
+    _remove_sibling(old)
+    _remove_sibling(new)
+
+
+def _target_folder(directory: str | Path) -> Path:
+    """The real folder a save replaces: symlinks followed; the current folder, those above it and files refused."""
+    folder = Path(directory).resolve()
+    here = Path.cwd().resolve()
+    if folder == here or folder in here.parents:
+        raise ValueError(f"cannot save a checkpoint to {str(directory)!r}: {folder} is the current folder or one "
+                         "above it, and a save replaces the whole folder; give a folder of its own, "
+                         "e.g. 'checkpoints/run1'")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{directory} is a file; a checkpoint is a folder")
+    existing = next(parent for parent in folder.parents if parent.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{existing} is a file, not a folder: cannot save a checkpoint inside it ({directory})")
+    return folder
+
+
+def _write_folder(folder: Path, files: dict[str, bytes]) -> None:
+    """Create `folder` with SAVE_MARKER and the files, all flushed to the disk."""
+    folder.mkdir()
+    (folder / SAVE_MARKER).touch()
+    for name, data in files.items():
+        with open(folder / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    _fsync_folder(folder)
 
 
 def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
@@ -158,33 +234,29 @@ def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.op
     Everything is checked first. The new checkpoint is written into `<directory>.checkpoint-new`
     and flushed to disk; then the old folder is renamed aside, the new one renamed into place,
     and the old one deleted. The folder may hold only checkpoint files (they are replaced as one),
-    and one process at a time may save to it. A tiktoken encoding can only be GPT-2's, recorded by name.
+    and one process at a time may save to it; a symlink to a folder saves into that folder.
+    A model with LoRA layers must be merged first (`merge_lora`). A tiktoken encoding can only be
+    GPT-2's, recorded by name. Returns `directory`.
     """
-    directory = Path(directory)
     files = _checkpoint_files(model, optimizer, step, tokenizer, extra)
-    _recover(directory)
-    if directory.exists():
-        if not directory.is_dir():
-            raise ValueError(f"{directory} is a file; a checkpoint is a folder")
-        foreign = sorted(p.name for p in directory.iterdir() if p.name not in CHECKPOINT_FILES)
+    folder = _target_folder(directory)
+    _recover(folder)
+    if folder.exists():
+        foreign = sorted(p.name for p in folder.iterdir() if p.name not in (*CHECKPOINT_FILES, SAVE_MARKER))
         if foreign:
             raise ValueError(f"{directory} holds files that are not part of a checkpoint ({', '.join(foreign[:5])}); "
                              "save the checkpoint to a folder of its own")
-    new, old = _siblings(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    new.mkdir()
-    for name, data in files.items():
-        with open(new / name, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    _fsync_folder(new)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(new, directory)
-    _fsync_folder(directory.parent)
+    new, old = _siblings(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _write_folder(new, files)
+    if folder.exists():
+        (folder / SAVE_MARKER).touch()
+        os.replace(folder, old)
+    os.replace(new, folder)
+    (folder / SAVE_MARKER).unlink()
+    _fsync_folder(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
-    return directory
+    return Path(directory)
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -246,12 +318,16 @@ def _check_tensors(tensors: dict[str, Tensor], expected: dict[str, Tensor], wher
                              f"{tuple(tensors[name].shape)}, the config needs {tuple(tensor.shape)}")
 
 
-def _build_model(directory: Path, config: dict, data: bytes, device: torch.device) -> GPTModel:
+def _build_model(directory: Path, config: dict, data: bytes, device: torch.device) -> GPTModel | BertModel:
+    class_name = config.get("model_class", "GPTModel")  # checkpoints saved before BertModel could be saved
+    if class_name not in MODEL_CLASSES:
+        raise ValueError(f"{directory.name}/config.json names model class {class_name!r}; expected one of "
+                         f"{sorted(MODEL_CLASSES)}")
     try:
         model_config = GPTConfig(**config["model"])
     except TypeError as error:
         raise ValueError(f"{directory.name}/config.json has model settings GPTConfig does not take: {error}") from None
-    model = GPTModel(model_config)
+    model = MODEL_CLASSES[class_name](model_config)
     where = f"{directory.name}/model.safetensors"
     try:
         tensors = load_safetensors(data)
@@ -259,7 +335,7 @@ def _build_model(directory: Path, config: dict, data: bytes, device: torch.devic
         raise ValueError(f"{where} is corrupt or truncated: {error}") from None
     _check_tensors(tensors, _saved_tensors(model), where)
     if model_config.tie_weights:
-        tensors["out_head.weight"] = tensors["tok_emb.weight"]  # copied into the one shared matrix
+        tensors[TIED_OUTPUT[class_name]] = tensors["tok_emb.weight"]  # copied into the one shared matrix
     model.load_state_dict(tensors)
     return model.to(device).eval()
 
@@ -284,25 +360,45 @@ def _load_tokenizer(directory: Path, kind, files: dict[str, bytes]) -> Tokenizer
                      "(expected 'bpe' with tokenizer.json, 'gpt2' or null)")
 
 
+def _config_identity(directory: Path) -> tuple[int, int] | None:
+    """What tells one save's config.json from the next one's (each save writes a new file); None if absent."""
+    try:
+        stat = (directory / "config.json").stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _read_whole_checkpoint(directory: Path) -> tuple[dict, dict[str, bytes]]:
+    """`_read_files` of one whole checkpoint, even while another process saves over it.
+
+    A save renames folders under us, so a read can mix two checkpoints or miss a file; such a read
+    fails its checksums, and it is tried again if config.json changed meanwhile (for up to
+    RELOAD_SECONDS). A failure while the folder stays the same is a real one, and is raised.
+    """
+    old = _siblings(directory)[1]
+    deadline = time.monotonic() + RELOAD_SECONDS
+    while True:
+        before = _config_identity(directory)
+        # Between a save's two renames, or after a save interrupted there, only the old folder is whole.
+        source = directory if before is not None or not old.exists() else old
+        try:
+            return _read_files(source)
+        except (FileNotFoundError, ValueError):
+            if _config_identity(directory) == before or time.monotonic() > deadline:
+                raise
+
+
 def load_checkpoint(directory: str | Path, device: torch.device | str | None = None) -> Checkpoint:
-    """Load a folder written by `save_checkpoint`, verifying every file's sha256.
+    """Load a folder written by `save_checkpoint` (or a symlink to one), verifying every file's sha256.
 
     Corrupt, changed or mismatched files raise a ValueError that names the file. A save that was
-    interrupted (or is running now) is handled: the complete old or new checkpoint is loaded.
+    interrupted (or is running now, in another process) is handled: the complete old or new
+    checkpoint is loaded. `model` is a GPTModel or a BertModel, whichever was saved.
     """
-    directory = Path(directory)
+    directory = Path(directory).resolve()
     device = torch.device(device or get_device())
-    new, old = _siblings(directory)
-    for attempt in range(3):
-        # An interrupted save may have left only the old folder; a running one renames folders under us.
-        source = old if not directory.exists() and old.exists() else directory
-        try:
-            config, files = _read_files(source)
-            break
-        except (FileNotFoundError, ValueError):
-            if attempt == 2 or not (new.exists() or old.exists()):
-                raise
-            time.sleep(0.05)
+    config, files = _read_whole_checkpoint(directory)
     model = _build_model(directory, config, files["model.safetensors"], device)
     optimizer_state = None
     if "optimizer.pt" in files:

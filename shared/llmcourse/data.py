@@ -115,3 +115,24 @@ def create_dataloader(token_ids: list[int] | Tensor, batch_size: int, context_le
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       generator=generator)
+
+
+def check_token_ids(ids: Tensor, vocab_size: int, context_length: int | None = None,
+                    device: torch.device | None = None, past: int = 0, name: str = "token_ids") -> None:
+    """Refuse what a model cannot read: anything but a non-empty integer tensor (batch, tokens) of ids in
+    0 .. vocab_size - 1, on `device`, that fits in `context_length` after `past` cached tokens."""
+    if not isinstance(ids, Tensor):
+        raise ValueError(f"{name} must be a tensor of token ids (batch, tokens), got {type(ids).__name__}")
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integers (token ids), got dtype {ids.dtype}; use torch.long")
+    if ids.dim() != 2:
+        raise ValueError(f"{name} must be (batch, tokens), got shape {tuple(ids.shape)}")
+    if ids.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(ids.shape)}): need at least one row of at least one token")
+    if device is not None and ids.device != device:
+        raise ValueError(f"{name} is on {ids.device} but the model is on {device}; move it with .to({str(device)!r})")
+    if context_length is not None and past + ids.shape[1] > context_length:
+        raise ValueError(f"sequence of {past + ids.shape[1]} tokens exceeds context_length={context_length}")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        bad = ids[(ids < 0) | (ids >= vocab_size)][0].item()
+        raise ValueError(f"token id {bad} is outside the vocabulary (0 .. {vocab_size - 1})")

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llmcourse.model import GPTConfig, LayerNorm, TransformerBlock, init_weights, make_norm, sinusoidal_positions
+from llmcourse.data import check_token_ids
+from llmcourse.model import (GPTConfig, LayerNorm, TransformerBlock, init_weights, make_norm,
+                             sinusoidal_positions)
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -33,29 +35,24 @@ def bert_config(size: str = "base", **overrides) -> GPTConfig:
                              **BERT_SIZES[size], **overrides})
 
 
-def _check_ids(name: str, ids: Tensor, cfg: GPTConfig) -> None:
-    """Refuse ids that are not (batch, tokens), too long, or outside the vocabulary."""
-    if ids.dim() != 2:
-        raise ValueError(f"{name} must be (batch, tokens), got shape {tuple(ids.shape)}")
-    if ids.shape[1] > cfg.context_length:
-        raise ValueError(f"{name} has {ids.shape[1]} tokens, more than context_length={cfg.context_length}")
-    if ids.numel() and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
-        raise ValueError(f"{name} holds an id outside the vocabulary (0 .. {cfg.vocab_size - 1})")
-
-
 class BertModel(nn.Module):
     """A BERT-style encoder with its two pretraining heads.
 
-    Token + segment + learned position embeddings, normalised; bidirectional post-norm blocks; a pooler
+    Token + segment + position embeddings, normalised; bidirectional post-norm blocks; a pooler
     (tanh of a linear map of the [CLS] state); a masked-LM head whose output matrix is the token embedding
     table; a next-sentence head on the pooled [CLS] (class 0: B follows A, class 1: B is random).
+    Positions are learned (BERT), sinusoidal, or rotary (no position table: the attention rotates queries and keys).
     """
 
     def __init__(self, cfg: GPTConfig, n_segments: int = 2):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
+        if cfg.positions == "learned":
+            self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
+        elif cfg.positions == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_positions(cfg.context_length, cfg.d_model),
+                                 persistent=False)
         self.seg_emb = nn.Embedding(n_segments, cfg.d_model)
         self.emb_norm = LayerNorm(cfg.d_model, cfg.norm_eps)
         self.drop_emb = nn.Dropout(cfg.dropout)
@@ -72,15 +69,21 @@ class BertModel(nn.Module):
     def encode(self, token_ids: Tensor, segment_ids: Tensor | None = None,
                padding_mask: Tensor | None = None) -> Tensor:
         """The last block's states (batch, tokens, d_model). padding_mask: True for real tokens."""
-        _check_ids("token_ids", token_ids, self.cfg)
+        check_token_ids(token_ids, self.cfg.vocab_size, self.cfg.context_length, self.tok_emb.weight.device)
         if segment_ids is None:
             segment_ids = torch.zeros_like(token_ids)
-        if segment_ids.shape != token_ids.shape:
-            raise ValueError(f"segment_ids has shape {tuple(segment_ids.shape)}, token_ids {tuple(token_ids.shape)}")
-        if segment_ids.numel() and (segment_ids.min() < 0 or segment_ids.max() >= self.seg_emb.num_embeddings):
+        if segment_ids.shape != token_ids.shape or segment_ids.dtype.is_floating_point \
+                or segment_ids.dtype == torch.bool:
+            raise ValueError(f"segment_ids must be integers of token_ids' shape {tuple(token_ids.shape)}, "
+                             f"got {segment_ids.dtype} {tuple(segment_ids.shape)}")
+        if segment_ids.min() < 0 or segment_ids.max() >= self.seg_emb.num_embeddings:
             raise ValueError(f"segment ids must be in 0 .. {self.seg_emb.num_embeddings - 1}")
         positions = torch.arange(token_ids.shape[1], device=token_ids.device)
-        x = self.tok_emb(token_ids) + self.seg_emb(segment_ids) + self.pos_emb(positions)
+        x = self.tok_emb(token_ids) + self.seg_emb(segment_ids)
+        if self.cfg.positions == "learned":
+            x = x + self.pos_emb(positions)
+        elif self.cfg.positions == "sinusoidal":
+            x = x + self.pos_table[positions]
         x = self.drop_emb(self.emb_norm(x))
         for block in self.blocks:
             x = block(x, padding_mask=padding_mask)
@@ -173,7 +176,8 @@ class EncoderDecoder(nn.Module):
 
     def encode(self, src_ids: Tensor, src_padding_mask: Tensor | None = None) -> Tensor:
         """The encoder's output (batch, src_tokens, d_model), the `memory` the decoder attends to."""
-        _check_ids("src_ids", src_ids, self.cfg)
+        check_token_ids(src_ids, self.cfg.vocab_size, self.cfg.context_length, self.tok_emb.weight.device,
+                        name="src_ids")
         x = self.embed(src_ids)
         for block in self.encoder:
             x = block(x, padding_mask=src_padding_mask)
@@ -182,7 +186,8 @@ class EncoderDecoder(nn.Module):
     def decode(self, tgt_ids: Tensor, memory: Tensor, src_padding_mask: Tensor | None = None,
                tgt_padding_mask: Tensor | None = None) -> Tensor:
         """Next-token logits (batch, tgt_tokens, vocab_size) for the target so far, given the encoder's memory."""
-        _check_ids("tgt_ids", tgt_ids, self.cfg)
+        check_token_ids(tgt_ids, self.cfg.vocab_size, self.cfg.context_length, self.tok_emb.weight.device,
+                        name="tgt_ids")
         x = self.embed(tgt_ids)
         for block in self.decoder:
             x = block(x, padding_mask=tgt_padding_mask, context=memory, context_padding_mask=src_padding_mask)

@@ -212,17 +212,22 @@ def fit(module: nn.Module, batches: Callable[[int], Iterable[tuple[Tensor, Tenso
     module after every epoch (e.g. validation accuracy) and the weights of the best-scoring epoch are
     restored at the end: early stopping, chosen on that score.
     """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
     optimizer = configure_optimizer(module, lr, weight_decay)
     history = FitHistory([], [], 0)
     best_state = None
     module.train()
     for epoch in range(epochs):
+        updates = len(history.train_loss)
         for inputs, targets in batches(epoch):
             loss = cross_entropy(module(inputs), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             history.train_loss.append(loss.item())
+        if len(history.train_loss) == updates:
+            raise ValueError(f"batches({epoch}) gave no batch: there is nothing to train on")
         if after_epoch is not None:
             module.eval()
             history.epoch_scores.append(after_epoch())
@@ -239,7 +244,15 @@ def fit(module: nn.Module, batches: Callable[[int], Iterable[tuple[Tensor, Tenso
 def train_classifier(classifier: nn.Module, train_inputs: Tensor, train_labels: Tensor, val_inputs: Tensor,
                      val_labels: Tensor, epochs: int, lr: float, batch_size: int = 32, seed: int = 0,
                      weight_decay: float = 0.0) -> FitHistory:
-    """`fit` on shuffled batches (an order per epoch, drawn from `seed`), keeping the epoch of best validation accuracy."""
+    """`fit` on shuffled batches (an order per epoch, drawn from `seed`), keeping the epoch of best validation accuracy.
+
+    Labels must be class indices 0 .. n_classes - 1, n_classes being the width of the classifier's output.
+    """
+    if len(train_inputs) == 0 or len(val_inputs) == 0:
+        raise ValueError(f"need training and validation examples, got {len(train_inputs)} and {len(val_inputs)}")
+    n_classes = predict_proba(classifier, val_inputs[:1]).shape[-1]
+    check_labels(train_labels, n_classes, len(train_inputs), "train_labels")
+    check_labels(val_labels, n_classes, len(val_inputs), "val_labels")
     return fit(classifier, lambda epoch: shuffled_batches(train_inputs, train_labels, batch_size, seed * 1000 + epoch),
                epochs, lr, weight_decay,
                after_epoch=lambda: accuracy(val_labels, predict_proba(classifier, val_inputs).argmax(-1)))
@@ -248,6 +261,8 @@ def train_classifier(classifier: nn.Module, train_inputs: Tensor, train_labels: 
 @torch.no_grad()
 def predict_proba(module: nn.Module, inputs: Tensor, batch_size: int = 64) -> Tensor:
     """Class probabilities (n, classes) for every input, in eval mode."""
+    if len(inputs) == 0:
+        raise ValueError("inputs is empty: there is nothing to predict")
     was_training = module.training
     module.eval()
     probs = torch.cat([torch.softmax(module(batch).float(), dim=-1) for batch in inputs.split(batch_size)])
@@ -255,13 +270,32 @@ def predict_proba(module: nn.Module, inputs: Tensor, batch_size: int = 64) -> Te
     return probs
 
 
+def check_labels(labels: Tensor, n_classes: int, n_examples: int, name: str = "labels") -> None:
+    """Refuse anything but `n_examples` class indices 0 .. n_classes - 1 in a 1-D integer tensor."""
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.dtype.is_floating_point \
+            or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must be a 1-D tensor of integer class indices, "
+                         f"got {getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
+    if len(labels) != n_examples:
+        raise ValueError(f"{name} has {len(labels)} entries for {n_examples} examples")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"{name} must be class indices 0 .. {n_classes - 1}, got values "
+                         f"{labels.min().item()} .. {labels.max().item()}")
+
+
 def confusion_matrix(labels: Tensor, predictions: Tensor, n_classes: int) -> Tensor:
     """Counts (n_classes, n_classes): row = true class, column = predicted class."""
+    check_labels(labels, n_classes, len(predictions), "labels")
+    check_labels(predictions, n_classes, len(labels), "predictions")
     return torch.bincount(labels * n_classes + predictions, minlength=n_classes * n_classes).view(n_classes, n_classes)
 
 
 def accuracy(labels: Tensor, predictions: Tensor) -> float:
     """Share of predictions equal to the label."""
+    if not isinstance(labels, Tensor) or not isinstance(predictions, Tensor) or labels.dim() != 1 \
+            or labels.shape != predictions.shape or len(labels) == 0:
+        raise ValueError(f"labels and predictions must be two 1-D tensors of the same, non-zero length, got shapes "
+                         f"{tuple(getattr(labels, 'shape', ()))} and {tuple(getattr(predictions, 'shape', ()))}")
     return (labels == predictions).float().mean().item()
 
 
@@ -343,6 +377,8 @@ def collate_instructions(pairs: Sequence[tuple[list[int], list[int]]], pad_id: i
     for row, (prompt, response) in enumerate(pairs):
         if not response:
             raise ValueError(f"row {row} has an empty response: it needs at least the end-of-text token")
+        if not prompt:
+            raise ValueError(f"row {row} has an empty prompt: the response's first token needs a token before it")
         ids = torch.tensor(prompt + response)
         inputs[row, :len(ids) - 1] = ids[:-1]
         targets[row, :len(ids) - 1] = ids[1:]
@@ -360,9 +396,15 @@ def instruction_batches(pairs: Sequence[tuple[list[int], list[int]]], batch_size
 
 
 def respond(model: GPTModel, tokenizer: BPETokenizer, record: dict, max_new_tokens: int = 12) -> str:
-    """The model's greedy response to a record's prompt, up to the end-of-text token, stripped of spaces."""
+    """The model's greedy response to a record's prompt, up to the end-of-text token, stripped of spaces.
+
+    The prompt and the response must fit in the model's context together, or the instruction would be cropped.
+    """
     prompt = torch.tensor([tokenizer.encode(format_prompt(record), allowed_special="none")],
                           device=model.tok_emb.weight.device)
+    if prompt.shape[1] + max_new_tokens > model.cfg.context_length:
+        raise ValueError(f"the prompt has {prompt.shape[1]} tokens; with max_new_tokens={max_new_tokens} it does not "
+                         f"fit in context_length={model.cfg.context_length}: shorten the input")
     out = generate(model, prompt, max_new_tokens, eos_id=tokenizer.eot_id)[0, prompt.shape[1]:].tolist()
     if tokenizer.eot_id in out:
         out = out[:out.index(tokenizer.eot_id)]

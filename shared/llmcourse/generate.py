@@ -46,8 +46,20 @@ def next_token(logits: Tensor, temperature: float = 0.0, top_k: int | None = Non
                top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Pick one token id per row from logits (batch, vocab): argmax when temperature is 0, else sample.
 
-    Sampling draws from softmax(logits / temperature) after top-k and top-p filtering.
+    Sampling draws from softmax(logits / temperature) after top-k and top-p filtering. A logit of -inf
+    marks a token that cannot be picked; NaN, +inf, or a row with no finite logit raise a ValueError.
     """
+    if torch.isnan(logits).any() or (logits == float("inf")).any():
+        raise ValueError("logits hold NaN or +inf: only finite numbers, or -inf for a token ruled out, can be "
+                         "turned into a choice (are the model's weights or inputs broken?)")
+    if not torch.isfinite(logits).any(dim=-1).all():
+        raise ValueError("a row of logits is all -inf: at least one token must remain possible")
+    return _pick(logits, temperature, top_k, top_p, generator)
+
+
+def _pick(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None,
+          generator: torch.Generator | None) -> Tensor:
+    """`next_token` without the check of the logits, for `generate`, which checks them itself."""
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
     if temperature == 0:
@@ -95,7 +107,7 @@ def generate(model: GPTModel, token_ids: Tensor, max_new_tokens: int, temperatur
             if not torch.isfinite(logits).all():
                 raise FloatingPointError(f"the model produced NaN or infinite logits at generation step {step} "
                                          f"(token {token_ids.shape[1]}); its weights or inputs are broken")
-            new = next_token(logits.float(), temperature, top_k, top_p, generator)
+            new = _pick(logits.float(), temperature, top_k, top_p, generator)
             if eos_id is not None:
                 new = new.masked_fill(finished, eos_id)
                 finished |= new == eos_id

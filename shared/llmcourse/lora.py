@@ -53,6 +53,10 @@ def add_lora(model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...]
     Only the wrapping is done here; freezing the rest of the model is the caller's choice (see
     `freeze_except_lora`). Each wrapped layer gets its own seed for A, derived from `seed`.
     """
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+        raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
     wrapped = []
     for module_name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
@@ -60,6 +64,9 @@ def add_lora(model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...]
                 full_name = f"{module_name}.{child_name}" if module_name else child_name
                 setattr(module, child_name, LoRALinear(child, rank, alpha, seed=seed * 1000 + len(wrapped)))
                 wrapped.append(full_name)
+    if not wrapped and any(isinstance(module, LoRALinear) for module in model.modules()):
+        raise ValueError(f"the model already has LoRA layers, and no plain nn.Linear named any of {targets} is "
+                         "left to wrap (merge_lora folds LoRA layers back into plain ones)")
     if not wrapped:
         raise ValueError(f"no nn.Linear named any of {targets} in the model: nothing to wrap")
     return wrapped

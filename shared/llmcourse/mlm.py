@@ -6,7 +6,6 @@ unchanged); `nsp_pairs` builds next-sentence pairs from the speeches of the play
 GPT's size pretrained on both tasks, cached like `llmcourse.train.course_model()`.
 """
 
-import json
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -14,18 +13,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from llmcourse.checkpoint import load_checkpoint, save_checkpoint
 from llmcourse.data import Play, load_plays
 from llmcourse.encoder import SPECIAL_TOKENS, BertModel, encoder_config
 from llmcourse.finetune import speaker_speeches
 from llmcourse.model import GPTConfig
-from llmcourse.runtime import CACHE_DIR, get_device, set_seed
+from llmcourse.runtime import CACHE_DIR, cache_lock, get_device, set_seed
 from llmcourse.tokenizer import BPETokenizer
 from llmcourse.train import COURSE_SETTINGS, configure_optimizer, course_tokenizer, cross_entropy, lr_at
-from llmcourse.weights import file_sha256
 
 IGNORE_INDEX = -100  # the label of a position the masked-LM loss skips
 IS_NEXT, RANDOM_NEXT = 0, 1  # next-sentence labels: B follows A in the play, or B is a random speech
@@ -393,56 +391,45 @@ def pretrain_encoder(settings: EncoderSettings = EncoderSettings(), device: torc
 # --- the cached course encoder ----------------------------------------------------------------------
 
 COURSE_ENCODER_SETTINGS = EncoderSettings()
-COURSE_ENCODER_DIR = CACHE_DIR / "course_encoder"
+COURSE_ENCODER_DIR = CACHE_DIR / "course_bert"  # a checkpoint folder ("course_encoder" held an older format)
 
 
 def save_encoder(directory: str | Path, model: BertModel, settings: EncoderSettings, history: EncoderHistory) -> None:
-    """model.safetensors and settings.json (the settings, the weights file's sha256 and the history)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / "model.safetensors"
-    save_model(model, str(weights))
-    record = {"settings": asdict(settings), "sha256": file_sha256(weights), "history": asdict(history)}
-    (directory / "settings.json").write_text(json.dumps(record))
+    """A checkpoint (see `save_checkpoint`) of the encoder, with its settings and history in config.json."""
+    if model.cfg != settings.model_config():
+        raise ValueError(f"the settings do not describe the model: settings.model_config() is "
+                         f"{settings.model_config()}, the model's config is {model.cfg}")
+    save_checkpoint(directory, model, extra={"settings": asdict(settings), "history": asdict(history)})
 
 
 def load_encoder(directory: str | Path, device: torch.device | str | None = None) -> tuple[BertModel, dict]:
-    """The encoder saved by `save_encoder` and its settings.json record, after checking the weights' sha256.
+    """The encoder saved by `save_encoder` and its record: {"settings": ..., "history": ...} as dicts.
 
     A missing folder raises FileNotFoundError; a corrupt or altered file a ValueError that says which.
     """
-    directory = Path(directory)
-    weights, record_path = directory / "model.safetensors", directory / "settings.json"
-    for path in (weights, record_path):
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: no encoder is saved in {directory}")
     try:
-        record = json.loads(record_path.read_text())
-        settings = EncoderSettings(**record["settings"])
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{record_path} is corrupt ({error}); delete {directory} to pretrain again") from None
-    digest = file_sha256(weights)
-    if digest != record.get("sha256"):
-        raise ValueError(f"{weights} has sha256 {digest[:12]}..., but settings.json records "
-                         f"{str(record.get('sha256'))[:12]}...: the file is corrupt or was changed; delete "
-                         f"{directory} to pretrain again")
-    model = BertModel(settings.model_config())
-    load_model(model, str(weights), device=str(torch.device(device or "cpu")))
-    return model.to(device or "cpu").eval(), record
+        checkpoint = load_checkpoint(directory, device or "cpu")
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"no encoder is saved in {directory}: {error}") from None
+    if not isinstance(checkpoint.model, BertModel) or checkpoint.extra.keys() != {"settings", "history"}:
+        raise ValueError(f"{directory} holds a {type(checkpoint.model).__name__}, not an encoder saved by "
+                         "save_encoder (a BertModel with its settings and history)")
+    return checkpoint.model, checkpoint.extra
 
 
 def course_encoder(device: torch.device | str | None = None,
                    progress: bool = True) -> tuple[BertModel, BPETokenizer, EncoderHistory]:
     """The chapter-5 encoder, its tokenizer and its pretraining history: from the cache if it was trained with
     `COURSE_ENCODER_SETTINGS`, else pretrained (about 90 s on one CPU thread) and saved."""
-    try:
-        model, record = load_encoder(COURSE_ENCODER_DIR, device)
-        if record["settings"] == asdict(COURSE_ENCODER_SETTINGS):
-            return model, bert_tokenizer(), EncoderHistory(**record["history"])
-    except FileNotFoundError:
-        pass
-    model, tokenizer, history = pretrain_encoder(COURSE_ENCODER_SETTINGS, device, progress)
-    save_encoder(COURSE_ENCODER_DIR, model, COURSE_ENCODER_SETTINGS, history)
+    with cache_lock(COURSE_ENCODER_DIR):
+        try:
+            model, record = load_encoder(COURSE_ENCODER_DIR, device)
+            if record["settings"] == asdict(COURSE_ENCODER_SETTINGS):
+                return model, bert_tokenizer(), EncoderHistory(**record["history"])
+        except FileNotFoundError:
+            pass
+        model, tokenizer, history = pretrain_encoder(COURSE_ENCODER_SETTINGS, device, progress)
+        save_encoder(COURSE_ENCODER_DIR, model, COURSE_ENCODER_SETTINGS, history)
     return model, tokenizer, history
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llmcourse.attention import KVCache, MultiHeadAttention
+from llmcourse.data import check_token_ids
 
 
 POSITIONS = ("learned", "rotary", "sinusoidal")
@@ -23,9 +24,13 @@ GPT2_FIELDS = ("vocab_size", "context_length", "d_model", "n_heads", "n_layers",
                "tie_weights", "pre_norm")
 
 
-@dataclass(repr=False)
+@dataclass(repr=False, frozen=True)
 class GPTConfig:
-    """Every size of a GPT model. The defaults are GPT-2 small (124M parameters)."""
+    """Every size of a GPT model. The defaults are GPT-2 small (124M parameters).
+
+    Frozen: a checked config cannot change afterwards. For a variant, use
+    `dataclasses.replace(cfg, field=value)`, which checks again.
+    """
 
     vocab_size: int = 50257
     context_length: int = 1024
@@ -65,8 +70,9 @@ class GPTConfig:
                 raise ValueError(f"GPTConfig.{name} must be one of {choices}, got {getattr(self, name)!r}")
         if isinstance(self.d_ff, bool) or not isinstance(self.d_ff, int) or self.d_ff < 0:
             raise ValueError(f"GPTConfig.d_ff must be an integer >= 0 (0: the default width), got {self.d_ff!r}")
-        if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or self.norm_eps <= 0:
-            raise ValueError(f"GPTConfig.norm_eps must be a positive number, got {self.norm_eps!r}")
+        if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or \
+                not 0 < self.norm_eps < math.inf:
+            raise ValueError(f"GPTConfig.norm_eps must be a positive number, and finite; got {self.norm_eps!r}")
         if self.positions == "rotary" and (self.d_model // self.n_heads) % 2:
             raise ValueError(f"rotary positions need an even head size, got d_model // n_heads = "
                              f"{self.d_model // self.n_heads}")
@@ -293,16 +299,8 @@ class GPTModel(nn.Module):
 
         With `kv_cache`, `token_ids` are the tokens that follow the cached ones.
         """
-        if token_ids.dim() != 2:
-            raise ValueError(f"token_ids must be (batch, tokens), got shape {tuple(token_ids.shape)}")
         past = 0 if kv_cache is None else len(kv_cache[0])
-        n_tokens = token_ids.shape[1]
-        if past + n_tokens > self.cfg.context_length:
-            raise ValueError(f"sequence of {past + n_tokens} tokens exceeds "
-                             f"context_length={self.cfg.context_length}")
-        if token_ids.numel() and (token_ids.min() < 0 or token_ids.max() >= self.cfg.vocab_size):
-            bad = token_ids[(token_ids < 0) | (token_ids >= self.cfg.vocab_size)][0].item()
-            raise ValueError(f"token id {bad} is outside the vocabulary (0 .. {self.cfg.vocab_size - 1})")
+        check_token_ids(token_ids, self.cfg.vocab_size, self.cfg.context_length, self.tok_emb.weight.device, past)
         x = self.embed(token_ids, past)
         for i, block in enumerate(self.blocks):
             x = block(x, kv_cache=None if kv_cache is None else kv_cache[i])

@@ -42,8 +42,11 @@ class Muon(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0,
                  nesterov: bool = True, ns_steps: int = 5):
-        if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
-            raise ValueError(f"need lr > 0, 0 <= momentum < 1, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}")
+        if not (0 < lr < math.inf and 0 <= momentum < 1 and 0 <= weight_decay < math.inf):
+            raise ValueError(f"need a finite lr > 0, 0 <= momentum < 1 and a finite weight_decay >= 0; got lr={lr}, "
+                             f"momentum={momentum}, weight_decay={weight_decay}")
+        if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 1:
+            raise ValueError(f"ns_steps must be an integer >= 1, got {ns_steps!r}")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
                                       ns_steps=ns_steps))
         for group in self.param_groups:
@@ -74,6 +77,8 @@ class MuonWithAdamW:
 
     def __init__(self, model: nn.Module, lr: float, muon_lr: float, weight_decay: float = 0.1,
                  betas: tuple[float, float] = (0.9, 0.95), momentum: float = 0.95):
+        if not 0 < lr < math.inf:
+            raise ValueError(f"lr must be a finite number > 0, got {lr}")
         params = dict(model.named_parameters())
         matrices = [n for n, p in params.items() if p.requires_grad and p.dim() == 2 and n.startswith("blocks.")]
         rest = [n for n in params if params[n].requires_grad and n not in matrices]

@@ -64,7 +64,10 @@ class NGramModel:
         self.contexts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _check_ids(self, ids: Sequence[int]) -> np.ndarray:
-        array = np.asarray(ids, dtype=np.int64)
+        given = np.asarray(ids)
+        if given.size and not np.issubdtype(given.dtype, np.integer):
+            raise ValueError(f"ids must be integer unit ids, got {given.dtype} values such as {given.flat[0]!r}")
+        array = given.astype(np.int64)
         if array.ndim != 1:
             raise ValueError(f"ids must be a 1-D sequence of unit ids, got shape {array.shape}")
         if len(array) and (array.min() < 0 or array.max() >= self.vocab_size):

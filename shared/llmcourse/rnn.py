@@ -7,8 +7,9 @@ loop and `evaluate_bits_per_byte` work on it unchanged.
 
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import Tensor, nn
+
+from llmcourse.data import check_token_ids
 
 CELLS = ("rnn", "lstm")
 
@@ -74,13 +75,7 @@ class RNNLanguageModel(nn.Module):
 
     def forward(self, token_ids: Tensor) -> Tensor:
         """Logits (batch, tokens, vocab_size) for token ids (batch, tokens); the state starts at zero."""
-        if token_ids.dim() != 2:
-            raise ValueError(f"token_ids must be (batch, tokens), got shape {tuple(token_ids.shape)}")
-        if token_ids.dtype.is_floating_point or token_ids.dtype == torch.bool:
-            raise ValueError(f"token_ids must be integers, got dtype {token_ids.dtype}")
-        if token_ids.numel() and (token_ids.min() < 0 or token_ids.max() >= self.cfg.vocab_size):
-            bad = token_ids[(token_ids < 0) | (token_ids >= self.cfg.vocab_size)][0].item()
-            raise ValueError(f"token id {bad} is outside the vocabulary (0 .. {self.cfg.vocab_size - 1})")
+        check_token_ids(token_ids, self.cfg.vocab_size, device=self.tok_emb.weight.device)
         x = self.drop(self.tok_emb(token_ids))
         states, _ = self.rnn(x)
         return self.out_head(self.drop(self.proj(states)))

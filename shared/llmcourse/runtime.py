@@ -2,7 +2,11 @@
 
 import os
 import random
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock
 
 import numpy as np
 import torch
@@ -69,3 +73,43 @@ def use_recommended_threads() -> int:
     threads = recommended_threads()
     torch.set_num_threads(threads)
     return threads
+
+
+@contextmanager
+def threads(count: int) -> Iterator[None]:
+    """Run the body with PyTorch on `count` intra-op threads, then restore the previous count.
+
+    Budgets in CPU seconds (`time.process_time`) count every thread's time, so a run budgeted that way
+    pins one thread: the same budget then buys the same number of updates on a 2-core or a 16-core machine.
+    """
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"threads needs a positive whole number of threads, got {count!r}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
+def cache_lock(artifact: str | Path, timeout: float = 1800.0) -> Iterator[None]:
+    """Hold the lock file `<artifact>.lock` while a cached artifact (a folder or file) is read, built or saved.
+
+    Two notebooks (or two test workers) that both need the course model then never build it at once:
+    the second waits for the first and loads what it saved. Waiting longer than `timeout` seconds raises
+    a TimeoutError that names the lock file.
+    """
+    artifact = Path(artifact)
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    path = artifact.parent / f"{artifact.name}.lock"
+    lock = FileLock(str(path), timeout=timeout)
+    try:
+        lock.acquire()
+    except TimeoutError:
+        raise TimeoutError(f"waited {timeout:.0f} s for {path}: another process is still building "
+                           f"{artifact.name}") from None
+    try:
+        yield
+    finally:
+        lock.release()

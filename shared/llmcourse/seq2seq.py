@@ -16,14 +16,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from llmcourse.data import SPLITS, Play
+from llmcourse.data import SPLITS, Play, check_token_ids
 from llmcourse.encoder import EncoderDecoder
 from llmcourse.model import GPTConfig
+from llmcourse.runtime import threads
 
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]")
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -92,6 +94,10 @@ def reversal_pairs(plays: Sequence[Play], split: str, n_pairs: int, min_chars: i
     lines = [(words, play) for words, play in lines if len(words) >= 2]
     if not lines:
         raise ValueError(f"no play of split {split!r} among the {len(plays)} plays given")
+    runs = count_runs([words for words, _ in lines], min_chars, max_chars)
+    if runs < n_pairs:
+        raise ValueError(f"split {split!r} has only {runs} runs of two or more words of {min_chars}..{max_chars} "
+                         f"characters, fewer than the {n_pairs} pairs asked for; ask for fewer or widen the range")
     rng = random.Random(seed)
     pairs: dict[str, Pair] = {}
     attempts = 0
@@ -112,6 +118,21 @@ def reversal_pairs(plays: Sequence[Play], split: str, n_pairs: int, min_chars: i
         if len(taken) >= 2 and max(min_chars, wanted - 6) <= len(source) and source not in pairs:
             pairs[source] = Pair(source, reverse_words(source), play)
     return list(pairs.values())
+
+
+def count_runs(speeches: Sequence[Sequence[str]], min_chars: int, max_chars: int) -> int:
+    """How many runs of two or more consecutive words of one speech are min_chars..max_chars characters long.
+
+    An upper bound on the distinct sources `reversal_pairs` can find, counted without drawing any.
+    """
+    sizes = [len(word) + 1 for words in speeches for word in words]  # each word and the space after it
+    ends = np.cumsum([len(words) for words in speeches])
+    speech_end = np.repeat(ends, [len(words) for words in speeches])  # for each word, where its speech ends
+    offset = np.concatenate([[0], np.cumsum(sizes)])  # the run words[i:j] has offset[j] - offset[i] - 1 characters
+    start = np.arange(len(sizes))
+    first = np.maximum(np.searchsorted(offset, offset[start] + 1 + min_chars), start + 2)
+    last = np.minimum(np.searchsorted(offset, offset[start] + 1 + max_chars, side="right") - 1, speech_end)
+    return int(np.maximum(last - first + 1, 0).sum())
 
 
 # --- characters to ids and batches ------------------------------------------------------------------------
@@ -191,17 +212,6 @@ def shuffled_batches(pairs: Sequence[Pair], batch_size: int, seed: int, bucket_b
 
 # --- the RNN encoder-decoder ------------------------------------------------------------------------------
 
-def _check_ids(name: str, ids: Tensor, vocab_size: int) -> None:
-    if not isinstance(ids, Tensor) or ids.dim() != 2:
-        raise ValueError(f"{name} must be a (batch, tokens) tensor, got {getattr(ids, 'shape', type(ids))}")
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integer ids, got dtype {ids.dtype}")
-    if ids.shape[1] == 0:
-        raise ValueError(f"{name} has no tokens")
-    if ids.min() < 0 or ids.max() >= vocab_size:
-        raise ValueError(f"{name} holds ids outside the vocabulary (0 .. {vocab_size - 1})")
-
-
 def _check_mask(name: str, mask: Tensor | None, ids: Tensor) -> Tensor:
     if mask is None:
         return torch.ones_like(ids, dtype=torch.bool)
@@ -210,6 +220,9 @@ def _check_mask(name: str, mask: Tensor | None, ids: Tensor) -> Tensor:
                          f"got {getattr(mask, 'dtype', type(mask))} {tuple(getattr(mask, 'shape', ()))}")
     if not mask[:, 0].all():
         raise ValueError(f"{name}: every row needs at least one real token, at the start (padding goes at the end)")
+    if (mask[:, 1:] & ~mask[:, :-1]).any():
+        raise ValueError(f"{name} has a real token (True) after padding (False): each row must be True for its "
+                         "tokens, then False for its padding, as the recurrence reads the real tokens in one run")
     return mask
 
 
@@ -262,7 +275,7 @@ class RNNEncoderDecoder(nn.Module):
     def encode(self, src_ids: Tensor, src_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Encoder states (batch, src, 2 * hidden), the summary (batch, 2 * hidden): the two final states, and
         the decoder's first state (1, batch, hidden) made from it."""
-        _check_ids("src_ids", src_ids, self.vocab_size)
+        check_token_ids(src_ids, self.vocab_size, device=self.embedding.weight.device, name="src_ids")
         src_padding_mask = _check_mask("src_padding_mask", src_padding_mask, src_ids)
         lengths = src_padding_mask.sum(1).cpu()
         packed = nn.utils.rnn.pack_padded_sequence(self.embedding(src_ids), lengths, batch_first=True,
@@ -292,7 +305,7 @@ class RNNEncoderDecoder(nn.Module):
 
     def _decode(self, tgt_ids: Tensor, encoded: tuple[Tensor, Tensor, Tensor],
                 src_padding_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        _check_ids("tgt_ids", tgt_ids, self.vocab_size)
+        check_token_ids(tgt_ids, self.vocab_size, device=self.embedding.weight.device, name="tgt_ids")
         src_padding_mask = _check_mask("src_padding_mask", src_padding_mask, encoded[0][..., 0])
         states, _ = self.decoder(self.embedding(tgt_ids), encoded[2])
         return self._step_logits(states, encoded, src_padding_mask)
@@ -408,7 +421,7 @@ def train_seq2seq(model: nn.Module, pairs: Sequence[Pair], budget_seconds: float
 
     Adam (β = 0.9, 0.98) with the 2017 warmup schedule `warmup_lr`, label smoothing, [PAD] ignored in
     the loss, gradients clipped at norm 1. The default clock is CPU time of this process, so a model is
-    charged for its own work only; `max_steps` stops earlier (for tests).
+    charged for its own work only, and it then runs on one thread; `max_steps` stops earlier (for tests).
     """
     if not budget_seconds > 0:
         raise ValueError(f"budget_seconds must be > 0, got {budget_seconds!r}")
@@ -420,35 +433,38 @@ def train_seq2seq(model: nn.Module, pairs: Sequence[Pair], budget_seconds: float
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     history = Seq2SeqHistory()
     model.train()
-    started = clock()
-    bar = tqdm(total=round(budget_seconds), unit="cpu s", disable=not progress, leave=False)
-    epoch = 0
-    while True:
-        for batch in shuffled_batches(pairs, batch_size, seed=seed * 1000 + epoch):
-            step = history.steps + 1
-            lr = warmup_lr(step, d_model, warmup_steps, lr_scale)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            logits = model(batch.src_ids, batch.tgt_in, batch.src_padding_mask, batch.tgt_padding_mask)
-            loss = seq2seq_loss(logits, batch.tgt_out, label_smoothing)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr_scale")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            used = clock() - started
-            history.losses.append(loss.item())
-            history.seconds.append(used)
-            history.lrs.append(lr)
-            bar.n = min(round(used), round(budget_seconds))
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            bar.refresh()
-            if used >= budget_seconds or (max_steps is not None and history.steps >= max_steps):
-                bar.close()
-                model.eval()
-                return history
-        epoch += 1
+    # A budget of CPU seconds (time.process_time counts every thread) is one thread's: the same budget
+    # then buys the same number of updates on a 2-core laptop and a 16-core workstation.
+    with threads(1 if clock is time.process_time else torch.get_num_threads()):
+        started = clock()
+        bar = tqdm(total=round(budget_seconds), unit="cpu s", disable=not progress, leave=False)
+        epoch = 0
+        while True:
+            for batch in shuffled_batches(pairs, batch_size, seed=seed * 1000 + epoch):
+                step = history.steps + 1
+                lr = warmup_lr(step, d_model, warmup_steps, lr_scale)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                logits = model(batch.src_ids, batch.tgt_in, batch.src_padding_mask, batch.tgt_padding_mask)
+                loss = seq2seq_loss(logits, batch.tgt_out, label_smoothing)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr_scale")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                used = clock() - started
+                history.losses.append(loss.item())
+                history.seconds.append(used)
+                history.lrs.append(lr)
+                bar.n = min(round(used), round(budget_seconds))
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                bar.refresh()
+                if used >= budget_seconds or (max_steps is not None and history.steps >= max_steps):
+                    bar.close()
+                    model.eval()
+                    return history
+            epoch += 1
 
 
 # --- evaluation -------------------------------------------------------------------------------------------
@@ -458,6 +474,14 @@ def predict(model: nn.Module, sources: Sequence[str], batch_size: int = 100, ext
 
     Sources are decoded in batches of similar length, so a batch of short lines stops early.
     """
+    if isinstance(sources, str):
+        raise ValueError("sources must be a list of texts, got one string; pass [text] for a single source")
+    longest = max(map(len, sources), default=0)
+    if isinstance(model, EncoderDecoder) and longest + extra_tokens >= model.cfg.context_length:
+        raise ValueError(f"a source of {longest} characters, plus extra_tokens={extra_tokens}, needs "
+                         f"{longest + extra_tokens} output tokens; this transformer's context_length="
+                         f"{model.cfg.context_length} leaves room for {model.cfg.context_length - 1} after [BOS]: "
+                         "shorten the sources or lower extra_tokens")
     model.eval()
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     outputs: dict[int, str] = {}

@@ -19,7 +19,7 @@ from llmcourse.checkpoint import load_checkpoint, save_checkpoint
 from llmcourse.data import SlidingWindowDataset, create_dataloader, load_shakespeare
 from llmcourse.generate import generate
 from llmcourse.model import GPTConfig, GPTModel
-from llmcourse.runtime import CACHE_DIR, get_device, set_seed
+from llmcourse.runtime import CACHE_DIR, cache_lock, get_device, set_seed, threads
 from llmcourse.tokenizer import BPETokenizer, Tokenizer
 
 # --- measuring ------------------------------------------------------------------------------------
@@ -224,7 +224,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
     resume, pass a model and optimizer loaded from a checkpoint, `start_step`, and a loader built as
     in the original run: its first `start_step` batches are skipped, so the run continues exactly
     where it stopped. With a time budget the cosine is stretched to end when the budget does, at
-    the speed measured so far; `clock` measures it (wall time, or `time.process_time` for CPU time).
+    the speed measured so far; `clock` measures it (wall time, or `time.process_time` for CPU time, in which
+    case the run uses one thread).
     Works on a DistributedDataParallel model too: the clock is then rank 0's, shared by all ranks,
     so they stop and schedule alike. `on_update(step)` runs after every update (to save a checkpoint,
     say); if it returns True the run stops there. A NaN or infinite loss or gradient stops the run
@@ -242,77 +243,83 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
     history = History()
     batches = _endless_batches(train_loader, skip=start_step)
     model.train()
-    started = clock()
-    # Redraw at most once every 2 s: a notebook's progress widget sends messages on every redraw,
-    # and thousands of them overflow the kernel's output queue. With a time budget the number of
-    # updates is unknown, so the bar counts the budget's seconds instead.
-    if time_budget is None:
-        bar = tqdm(total=until_step, initial=start_step, desc="training", disable=not progress, mininterval=2.0)
-    else:
-        bar = tqdm(total=time_budget, desc="training", unit="s", disable=not progress, mininterval=2.0,
-                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of the budget [{postfix}]")
+    # A budget of CPU seconds (time.process_time counts every thread) is one thread's: the same budget
+    # then buys the same number of updates on a 2-core laptop and a 16-core workstation.
+    pinned = 1 if time_budget is not None and clock is time.process_time else torch.get_num_threads()
+    with threads(pinned):
+        started = clock()
+        # Redraw at most once every 2 s: a notebook's progress widget sends messages on every redraw,
+        # and thousands of them overflow the kernel's output queue. With a time budget the number of
+        # updates is unknown, so the bar counts the budget's seconds instead.
+        if time_budget is None:
+            bar = tqdm(total=until_step, initial=start_step, desc="training", disable=not progress,
+                       mininterval=2.0)
+        else:
+            bar = tqdm(total=time_budget, desc="training", unit="s", disable=not progress, mininterval=2.0,
+                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of the budget [{postfix}]")
 
-    def measure(step: int, final: bool = False) -> None:
-        """Evaluate and sample when due at `step` (always at the end), once per step."""
-        if val_loader is not None and (final or step % eval_every == 0) and step not in history.eval_steps[-1:]:
-            history.eval_steps.append(step)
-            history.val_loss.append(evaluate(raw, val_loader, eval_batches))
-            if log:
-                log({"event": "eval", "step": step, "val_loss": history.val_loss[-1]})
-        due = sample_every and (final or step % sample_every == 0)
-        if tokenizer is not None and due and step not in [s for s, _ in history.samples[-1:]]:
-            history.samples.append((step, sample_text(raw, tokenizer, prompt, sample_tokens, seed)))
-            if log:
-                log({"event": "sample", "step": step, "text": history.samples[-1][1]})
+        def measure(step: int, final: bool = False) -> None:
+            """Evaluate and sample when due at `step` (always at the end), once per step."""
+            eval_due = final or step % eval_every == 0
+            if val_loader is not None and eval_due and step not in history.eval_steps[-1:]:
+                history.eval_steps.append(step)
+                history.val_loss.append(evaluate(raw, val_loader, eval_batches))
+                if log:
+                    log({"event": "eval", "step": step, "val_loss": history.val_loss[-1]})
+            due = sample_every and (final or step % sample_every == 0)
+            if tokenizer is not None and due and step not in [s for s, _ in history.samples[-1:]]:
+                history.samples.append((step, sample_text(raw, tokenizer, prompt, sample_tokens, seed)))
+                if log:
+                    log({"event": "sample", "step": step, "text": history.samples[-1][1]})
 
-    step = start_step
-    while step < until_step:
-        measure(step)
-        planned = max_steps
-        if time_budget is not None:
-            elapsed = _from_rank0(clock() - started, device)
-            if elapsed > time_budget:
-                history.stopped_by = "time_budget"
+        step = start_step
+        while step < until_step:
+            measure(step)
+            planned = max_steps
+            if time_budget is not None:
+                elapsed = _from_rank0(clock() - started, device)
+                if elapsed > time_budget:
+                    history.stopped_by = "time_budget"
+                    break
+                done = step - start_step
+                if done >= 10:  # stretch the cosine to end when the budget does, at the speed so far
+                    planned = min(max_steps, start_step + int(done * time_budget / elapsed))
+            lr = lr_at(step, max_lr, min_lr, warmup_steps, planned)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            inputs, targets = next(batches)
+            # Seeding from (seed, step) gives a resumed run the same dropout masks as an unbroken one.
+            torch.manual_seed(seed * 1_000_003 + step)
+            loss = batch_loss(model, inputs, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
+            # Under DistributedDataParallel the gradients are averaged, so a NaN on any rank stops every rank here.
+            if not (torch.isfinite(loss) and torch.isfinite(norm)):
+                bar.close()
+                raise FloatingPointError(f"update {step + 1}: the loss is {loss.item()} and the gradient norm "
+                                         f"{norm.item()}; training diverged (lower max_lr={max_lr}, keep grad_clip "
+                                         "on) or the model or data hold NaN or infinite values")
+            optimizer.step()
+            step += 1
+            history.steps.append(step)
+            history.train_loss.append(loss.item())
+            history.lr.append(lr)
+            history.grad_norm.append(norm.item())
+            history.tokens_seen.append(step * inputs.numel() * world_size)
+            bar.set_postfix(step=step, loss=f"{history.train_loss[-1]:.3f}",
+                            val_loss=f"{history.val_loss[-1]:.3f}" if history.val_loss else "-", refresh=False)
+            bar.update(1 if time_budget is None else min(time_budget, clock() - started) - bar.n)
+            if log:
+                log({"event": "step", "step": step, "loss": history.train_loss[-1], "lr": lr,
+                     "grad_norm": history.grad_norm[-1], "tokens": history.tokens_seen[-1]})
+            if on_update is not None and on_update(step):
+                history.stopped_by = "on_update"
                 break
-            done = step - start_step
-            if done >= 10:  # stretch the cosine to end when the budget does, at the speed so far
-                planned = min(max_steps, start_step + int(done * time_budget / elapsed))
-        lr = lr_at(step, max_lr, min_lr, warmup_steps, planned)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        inputs, targets = next(batches)
-        # Seeding from (seed, step) gives a resumed run the same dropout masks as an unbroken one.
-        torch.manual_seed(seed * 1_000_003 + step)
-        loss = batch_loss(model, inputs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
-        # Under DistributedDataParallel the gradients are averaged, so a NaN on any rank stops every rank here.
-        if not (torch.isfinite(loss) and torch.isfinite(norm)):
-            bar.close()
-            raise FloatingPointError(f"update {step + 1}: the loss is {loss.item()} and the gradient norm "
-                                     f"{norm.item()}; training diverged (lower max_lr={max_lr}, keep grad_clip "
-                                     "on) or the model or data hold NaN or infinite values")
-        optimizer.step()
-        step += 1
-        history.steps.append(step)
-        history.train_loss.append(loss.item())
-        history.lr.append(lr)
-        history.grad_norm.append(norm.item())
-        history.tokens_seen.append(step * inputs.numel() * world_size)
-        bar.set_postfix(step=step, loss=f"{history.train_loss[-1]:.3f}",
-                        val_loss=f"{history.val_loss[-1]:.3f}" if history.val_loss else "-", refresh=False)
-        bar.update(1 if time_budget is None else min(time_budget, clock() - started) - bar.n)
-        if log:
-            log({"event": "step", "step": step, "loss": history.train_loss[-1], "lr": lr,
-                 "grad_norm": history.grad_norm[-1], "tokens": history.tokens_seen[-1]})
-        if on_update is not None and on_update(step):
-            history.stopped_by = "on_update"
-            break
-    measure(step, final=True)
-    bar.close()
-    history.seconds = clock() - started
-    return history
+        measure(step, final=True)
+        bar.close()
+        history.seconds = clock() - started
+        return history
 
 
 # --- the course's pretrained GPT --------------------------------------------------------------------
@@ -415,10 +422,11 @@ def course_model(device: torch.device | str | None = None,
 
     A cached checkpoint is used only if it was trained with `COURSE_SETTINGS`.
     """
-    cached = _cached_course_model(device)
-    if cached is not None:
-        return cached
-    model, tokenizer, _ = pretrain_course_model(COURSE_SETTINGS, COURSE_MODEL_DIR, device, progress=progress)
+    with cache_lock(COURSE_MODEL_DIR):
+        cached = _cached_course_model(device)
+        if cached is not None:
+            return cached
+        model, tokenizer, _ = pretrain_course_model(COURSE_SETTINGS, COURSE_MODEL_DIR, device, progress=progress)
     return model, tokenizer
 
 

@@ -79,6 +79,21 @@ def check_gpt2_state_dict(shapes: Mapping[str, tuple[int, ...]], cfg: GPTConfig)
                          + "; ".join(problems))
 
 
+# GPT-2's value of every GPTConfig option that changes what the weights compute (d_ff is checked apart).
+GPT2_OPTIONS = dict(pre_norm=True, qkv_bias=True, positions="learned", norm="layer", ff="gelu", bias=True,
+                    qk_norm=False, norm_eps=1e-5)
+
+
+def check_gpt2_options(cfg: GPTConfig) -> None:
+    """Refuse a config with an option GPT-2 does not have: its weights would load, but compute something else."""
+    wrong = [f"{name}={getattr(cfg, name)!r} (GPT-2: {value!r})" for name, value in GPT2_OPTIONS.items()
+             if getattr(cfg, name) != value]
+    if cfg.ff_width != 4 * cfg.d_model:
+        wrong.append(f"d_ff={cfg.d_ff} (GPT-2: 0, which means 4 * d_model = {4 * cfg.d_model})")
+    if wrong:
+        raise ValueError("GPT-2 weights need GPT-2's options; this config has " + ", ".join(wrong))
+
+
 def gpt2_state_dict_to_ours(state_dict: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Tensor]:
     """Rename, split and transpose a GPT-2 state dict into GPTModel's parameter names.
 
@@ -86,6 +101,7 @@ def gpt2_state_dict_to_ours(state_dict: Mapping[str, Tensor], cfg: GPTConfig) ->
     Conv1D weight is transposed to nn.Linear's (out, in). `out_head.weight` is `lm_head.weight`
     when the checkpoint has one, else `wte.weight` (GPT-2 ties them).
     """
+    check_gpt2_options(cfg)
     gpt2 = _strip_prefix(state_dict)
     check_gpt2_state_dict({name: tensor.shape for name, tensor in gpt2.items()}, cfg)
     head = gpt2.get("lm_head.weight", gpt2["wte.weight"])
@@ -117,11 +133,7 @@ def gpt2_state_dict_to_ours(state_dict: Mapping[str, Tensor], cfg: GPTConfig) ->
 
 def load_gpt2_weights(model: GPTModel, state_dict: Mapping[str, Tensor]) -> GPTModel:
     """Copy a GPT-2-layout state dict into `model` (in place) and return it."""
-    cfg = model.cfg
-    if not cfg.pre_norm or not cfg.qkv_bias:
-        raise ValueError("GPT-2 weights need pre_norm=True and qkv_bias=True, "
-                         f"got pre_norm={cfg.pre_norm}, qkv_bias={cfg.qkv_bias}")
-    model.load_state_dict(gpt2_state_dict_to_ours(state_dict, cfg), strict=True)
+    model.load_state_dict(gpt2_state_dict_to_ours(state_dict, model.cfg), strict=True)
     return model
 
 

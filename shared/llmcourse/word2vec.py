@@ -112,11 +112,14 @@ class SkipGram(nn.Module):
 
 def nearest_neighbours(vectors: Tensor, query: Tensor, k: int = 5,
                        exclude: list[int] | None = None) -> list[tuple[int, float]]:
-    """The `k` rows of `vectors` with the highest cosine similarity to `query`, as (row, cosine)."""
+    """The `k` rows of `vectors` with the highest cosine similarity to `query`, as (row, cosine); rows in
+    `exclude` are never returned."""
+    allowed = torch.ones(len(vectors), dtype=torch.bool, device=vectors.device)
+    allowed[exclude or []] = False
+    if not 1 <= k <= allowed.sum():
+        raise ValueError(f"k must be in 1 .. {int(allowed.sum())} (the rows not excluded), got {k}")
     cosines = F.normalize(vectors, dim=-1) @ F.normalize(query, dim=-1)
-    if exclude:
-        cosines[exclude] = -2.0
-    values, rows = cosines.topk(k)
+    values, rows = cosines.masked_fill(~allowed, float("-inf")).topk(k)
     return list(zip(rows.tolist(), values.tolist()))
 
 
