@@ -61,12 +61,13 @@ def build_sibling_gpt(offset: int) -> dict:
 
 def build_sibling_encoder(offset: int) -> dict:
     """Pretrain the course encoder with seed + offset and store it where `course_encoder()` looks."""
-    from llmcourse.mlm import COURSE_ENCODER_DIR, COURSE_ENCODER_SETTINGS, pretrain_encoder, save_encoder
+    from llmcourse.mlm import COURSE_ENCODER_DIR, COURSE_ENCODER_SETTINGS, pretrain_until_healthy, save_encoder
 
     seed = COURSE_ENCODER_SETTINGS.seed + offset
-    model, _, history = pretrain_encoder(replace(COURSE_ENCODER_SETTINGS, seed=seed))
+    # As course_encoder() does on any machine: a run that stalls is started again with the next seed.
+    model, _, history, used = pretrain_until_healthy(replace(COURSE_ENCODER_SETTINGS, seed=seed))
     save_encoder(COURSE_ENCODER_DIR, model, COURSE_ENCODER_SETTINGS, history)
-    return {"seed": seed}
+    return {"seed": seed, "trained_by_seed": used}
 
 
 SIBLINGS = {"course GPT": build_sibling_gpt, "course encoder": build_sibling_encoder}

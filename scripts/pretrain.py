@@ -4,6 +4,8 @@ Every rank reads the same text but trains on different windows of it; gradients 
 across ranks, so all ranks hold identical weights. Rank 0 shows the progress bar, writes the
 JSON-lines log and the checkpoint (every --save-every updates, at the end, and when SIGINT,
 SIGTERM or SIGHUP asks the run to stop), and prints the final validation loss and bits per byte.
+--recipe modern trains the course's modern recipe instead of GPT-2's: rotary positions, RMSNorm,
+SwiGLU and an untied head, with Muon for the blocks' weight matrices and AdamW for the rest.
 """
 
 import argparse
@@ -28,9 +30,10 @@ from tqdm.auto import tqdm
 from llmcourse.checkpoint import Checkpoint, load_checkpoint, restore_optimizer, save_checkpoint
 from llmcourse.data import SlidingWindowDataset, create_dataloader, load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
+from llmcourse.muon import MuonWithAdamW
 from llmcourse.runtime import get_device, set_seed
 from llmcourse.tokenizer import BPETokenizer, gpt2_encoding
-from llmcourse.train import (COURSE_SETTINGS, bits_per_byte, configure_optimizer, evaluate,
+from llmcourse.train import (COURSE_SETTINGS, MODERN_RECIPE, bits_per_byte, configure_optimizer, evaluate,
                              spread_windows_loader, train)
 
 PRESETS = {
@@ -73,6 +76,7 @@ EXAMPLES = """examples:
   python scripts/pretrain.py --max-steps 1200                      the course model on the course corpus
   python scripts/pretrain.py --train-text a.txt b.txt --val-text c.txt --preset tiny --time-budget 60
   python scripts/pretrain.py --max-steps 2400 --resume              continue the run in runs/pretrain
+  python scripts/pretrain.py --max-steps 1200 --recipe modern       rotary, RMSNorm, SwiGLU, untied head, Muon
   (Ctrl-C, SIGTERM or SIGHUP saves a checkpoint and exits; --resume continues from it)
   torchrun --standalone --nproc_per_node=2 scripts/pretrain.py --preset tiny --max-steps 200
 """
@@ -95,12 +99,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--vocab-size", type=number(int, 257), default=COURSE_SETTINGS.vocab_size, metavar="N",
                       help="vocabulary size of the BPE tokenizer (default: %(default)s)")
 
-    model = parser.add_argument_group("model: a preset, with any of its sizes overridden by a flag")
+    model = parser.add_argument_group("model: a preset, with any of its sizes overridden by a flag, and a recipe")
     model.add_argument("--preset", choices=sorted(PRESETS), default="course",
                        help="; ".join(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items())}"
                                       for name, values in PRESETS.items()) + " (default: %(default)s)")
     for flag in ("n-layers", "d-model", "n-heads", "context-length"):
         model.add_argument(f"--{flag}", type=number(int, 1), metavar="N")
+    model.add_argument("--recipe", choices=["gpt2", "modern"], default="gpt2",
+                       help="gpt2: GPT-2's architecture, trained with AdamW; modern: rotary positions, RMSNorm, "
+                            "SwiGLU and an untied head, trained with Muon for the blocks' weight matrices and "
+                            "AdamW for the rest (default: %(default)s)")
     model.add_argument("--dropout", type=number(float, 0, below=1), default=COURSE_SETTINGS.dropout, metavar="P",
                        help="dropout probability (default: %(default)s)")
 
@@ -111,13 +119,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     optim.add_argument("--batch-size", type=number(int, 1), default=COURSE_SETTINGS.batch_size, metavar="N",
                        help="windows per update on each process (default: %(default)s)")
     optim.add_argument("--lr", type=number(float, 0, above=True), default=COURSE_SETTINGS.max_lr,
-                       help="peak learning rate, after warmup (default: %(default)s)")
+                       help="peak learning rate, after warmup; AdamW's part with --recipe modern "
+                            "(default: %(default)s)")
+    optim.add_argument("--muon-lr", type=number(float, 0, above=True), metavar="LR",
+                       help="peak learning rate of Muon, with --recipe modern; it follows the same warmup and "
+                            f"decay as --lr (default: {MODERN_RECIPE['muon_lr']})")
     optim.add_argument("--min-lr", type=number(float, 0), default=COURSE_SETTINGS.min_lr,
                        help="learning rate at the end of the cosine decay (default: %(default)s)")
     optim.add_argument("--warmup-steps", type=number(int, 0), default=COURSE_SETTINGS.warmup_steps, metavar="N",
                        help="updates of linear warmup (default: %(default)s)")
     optim.add_argument("--weight-decay", type=number(float, 0), default=COURSE_SETTINGS.weight_decay,
-                       help="AdamW weight decay of the weight matrices (default: %(default)s)")
+                       help="weight decay of the weight matrices, AdamW's and Muon's (default: %(default)s)")
     optim.add_argument("--grad-clip", type=number(float, 0), default=COURSE_SETTINGS.grad_clip, metavar="NORM",
                        help="clip the global gradient norm to this; 0 turns clipping off (default: %(default)s)")
     optim.add_argument("--seed", type=number(int, 0, below=2**32), default=COURSE_SETTINGS.seed,
@@ -155,6 +167,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give --max-steps, --time-budget, or both")
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in --out-dir, --overwrite replaces it: give one of them")
+    if args.muon_lr is not None and args.recipe != "modern":
+        parser.error("--muon-lr is Muon's learning rate, which only --recipe modern uses; drop --muon-lr or "
+                     "give --recipe modern")
+    if args.recipe == "modern" and args.muon_lr is None:
+        args.muon_lr = MODERN_RECIPE["muon_lr"]
     if args.min_lr > args.lr:
         parser.error(f"--min-lr {args.min_lr} is above --lr {args.lr}; the schedule decays from --lr down to --min-lr")
     try:
@@ -207,8 +224,8 @@ def check_out_dir(args: argparse.Namespace, checkpoint_dir: Path, log_path: Path
              "--overwrite to replace it")
 
 
-def resume_from(checkpoint_dir: Path, device: torch.device, train_text_sha256: str) -> Checkpoint:
-    """The checkpoint to resume, after checking that it was trained on this training text."""
+def resume_from(checkpoint_dir: Path, device: torch.device, train_text_sha256: str, recipe: str) -> Checkpoint:
+    """The checkpoint to resume, after checking that it was trained on this training text with this recipe."""
     try:
         checkpoint = load_checkpoint(checkpoint_dir, device)
     except FileNotFoundError:
@@ -220,6 +237,10 @@ def resume_from(checkpoint_dir: Path, device: torch.device, train_text_sha256: s
         fail(f"--resume: the training text is not the one the checkpoint was trained on (its sha256 is "
              f"{train_text_sha256[:12]}..., the checkpoint records {str(saved)[:12]}...); give the same "
              "--train-text files, or start a new run with --overwrite")
+    saved = checkpoint.extra.get("recipe", "gpt2")  # runs saved before --recipe existed are gpt2 runs
+    if saved != recipe:
+        fail(f"--resume: the checkpoint was trained with --recipe {saved}, not --recipe {recipe}; give --recipe "
+             f"{saved}, or start a new run with --overwrite")
     if checkpoint.tokenizer is None:
         fail(f"the checkpoint in {checkpoint_dir} has no tokenizer to resume with")
     return checkpoint
@@ -254,11 +275,32 @@ class StopRequest:
 
 
 def model_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
+    """The preset's sizes, overridden by the size flags, with the recipe's architecture."""
     sizes = dict(PRESETS[args.preset])
     for key in sizes:
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
-    return GPTConfig(vocab_size=vocab_size, dropout=args.dropout, **sizes)
+    architecture = MODERN_RECIPE["model"] if args.recipe == "modern" else {}
+    return GPTConfig(vocab_size=vocab_size, dropout=args.dropout, **sizes, **architecture)
+
+
+def recipe_optimizer(model: GPTModel, args: argparse.Namespace) -> torch.optim.Optimizer | MuonWithAdamW:
+    """AdamW (gpt2), or Muon for the blocks' weight matrices and AdamW for the rest (modern).
+
+    MuonWithAdamW gives Muon's groups an lr_scale of muon_lr / lr, so `train`'s schedule moves both together.
+    """
+    if args.recipe == "modern":
+        return MuonWithAdamW(model, args.lr, args.muon_lr, args.weight_decay)
+    return configure_optimizer(model, args.lr, args.weight_decay)
+
+
+def restore_state(optimizer: torch.optim.Optimizer | MuonWithAdamW, state: dict, where: str) -> None:
+    """Load a saved optimizer state, checked by `restore_optimizer` (MuonWithAdamW's two parts one by one)."""
+    if isinstance(optimizer, MuonWithAdamW):
+        restore_optimizer(optimizer.muon, state["muon"], f"{where} (Muon's part)")
+        restore_optimizer(optimizer.adamw, state["adamw"], f"{where} (AdamW's part)")
+    else:
+        restore_optimizer(optimizer, state, where)
 
 
 def parameters_sha256(model: torch.nn.Module) -> str:
@@ -292,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     train_text, val_text = read_texts(args.train_text, "train"), read_texts(args.val_text, "val")
     train_text_sha256 = hashlib.sha256(train_text.encode("utf-8")).hexdigest()
     if args.resume:
-        checkpoint = resume_from(checkpoint_dir, device, train_text_sha256)
+        checkpoint = resume_from(checkpoint_dir, device, train_text_sha256, args.recipe)
         config, tokenizer, start_step = checkpoint.model.cfg, checkpoint.tokenizer, checkpoint.step
     else:
         tokenizer = BPETokenizer.train(train_text, args.vocab_size) if args.tokenizer == "bpe" else gpt2_encoding()
@@ -309,9 +351,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         set_seed(args.seed)  # every rank starts from the same weights
         model = GPTModel(config).to(device)
-    optimizer = configure_optimizer(model, args.lr, args.weight_decay)
+    optimizer = recipe_optimizer(model, args)
     if args.resume and checkpoint.optimizer_state is not None:
-        restore_optimizer(optimizer, checkpoint.optimizer_state, f"{checkpoint_dir}/optimizer.pt")
+        restore_state(optimizer, checkpoint.optimizer_state, f"{checkpoint_dir}/optimizer.pt")
     max_steps = args.max_steps or 1_000_000_000  # only the time budget stops the run
     if start_step >= max_steps:
         fail(f"the checkpoint is at step {start_step}, already at --max-steps={max_steps}; "
@@ -340,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
         nonlocal saved_step
         if is_main and step != saved_step:
             save_checkpoint(checkpoint_dir, model, optimizer, step, tokenizer,
-                            extra={"args": settings, "train_text_sha256": train_text_sha256})
+                            extra={"args": settings, "train_text_sha256": train_text_sha256,
+                                   "recipe": args.recipe})
             log({"event": "checkpoint", "step": step})
             saved_step = step
 

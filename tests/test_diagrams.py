@@ -79,6 +79,32 @@ def test_causal_mask_allows_exactly_the_lower_triangle():
     assert [label.get_text() for label in fig.axes[0].get_xticklabels()] == tokens
 
 
+def test_encoder_decoder_masks_show_each_attention_with_its_own_tokens():
+    source, target = ["a", "b", "[PAD]"], ["x", "y"]
+    real = [True, True, False]
+    causal = [[True, False], [True, True]]
+    fig = diagrams.draw_encoder_decoder_masks(source, target, [real] * 3, causal, [real] * 2)
+    encoder, decoder, cross = fig.axes
+    for ax, queries, keys, allowed in [(encoder, source, source, [real] * 3), (decoder, target, target, causal),
+                                       (cross, target, source, [real] * 2)]:
+        assert [label.get_text() for label in ax.get_yticklabels()] == queries
+        assert [label.get_text() for label in ax.get_xticklabels()] == keys
+        marks = {(round(t.get_position()[1] - 0.5), round(t.get_position()[0] - 0.5)): t.get_text() for t in ax.texts}
+        assert marks == {(row, col): "✓" if allowed[row][col] else "×"
+                         for row in range(len(queries)) for col in range(len(keys))}
+    assert "causal" in decoder.get_title() and "cross-attention" in cross.get_title()
+
+
+def test_encoder_decoder_shows_both_stacks_the_memory_into_every_cross_attention_and_the_tied_head():
+    fig = diagrams.draw_encoder_decoder()
+    text = all_text(fig)
+    for label in ["encoder[0]", "encoder[1]", "decoder[0]", "decoder[1]", "attn (causal)", "encoder_norm",
+                  "decoder_norm", "out_head", "memory", "tied", "(S,)", "(T, vocab_size)"]:
+        assert label in text, label
+    assert sum(t.get_text() == "cross_attn" for t in fig.axes[0].texts) == 2
+    assert sum(t.get_text() == "cross_norm" for t in fig.axes[0].texts) == 2
+
+
 def test_heads_split_attend_concatenate_and_mix():
     text = all_text(diagrams.draw_heads(3))
     for label in ["W_query", "W_key", "W_value", "h0", "h2", "out_proj", "head_dim"]:
@@ -102,3 +128,6 @@ def test_bad_options_are_refused():
         diagrams.draw_heads(0)
     with pytest.raises(ValueError, match="tokens"):
         diagrams.draw_causal_mask([])
+    with pytest.raises(ValueError, match="cross-attention grid is 2 x 2"):
+        diagrams.draw_encoder_decoder_masks(["a", "b", "c"], ["x", "y"], [[True] * 3] * 3, [[True] * 2] * 2,
+                                            [[True] * 2] * 2)

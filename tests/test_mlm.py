@@ -9,6 +9,7 @@ from llmcourse.encoder import BertModel
 from llmcourse.mlm import (IGNORE_INDEX, IS_NEXT, RANDOM_NEXT, SPECIAL_TOKENS, EncoderClassifier, EncoderHistory,
                            EncoderSettings, SentencePair, bert_tokenizer, collate_pairs, load_encoder, mask_tokens,
                            nsp_pairs, pack_pair, pretrain_encoder, save_encoder, split_speeches, with_cls_and_sep)
+import llmcourse.mlm as mlm
 from llmcourse.runtime import set_seed
 from llmcourse.train import course_tokenizer
 
@@ -231,3 +232,26 @@ def test_encoder_classifier_reads_cls_and_sep_framed_passages(tokenizer):
     assert classifier(ids).shape == (2, 3)
     with pytest.raises(ValueError, match="at least 2 classes"):
         EncoderClassifier(encoder, n_classes=1)
+
+
+def test_an_untrained_encoder_counts_as_stalled():
+    tokenizer = mlm.bert_tokenizer()
+    model = BertModel(mlm.COURSE_ENCODER_SETTINGS.model_config()).eval()
+    assert mlm.has_stalled(model, tokenizer)
+
+
+def test_a_stalled_pretraining_starts_again_with_the_next_seed(monkeypatch, capsys):
+    trained = []
+    monkeypatch.setattr(mlm, "pretrain_encoder", lambda settings, device, progress: trained.append(settings.seed)
+                        or (f"model {settings.seed}", "tokenizer", mlm.EncoderHistory(seed=settings.seed)))
+    monkeypatch.setattr(mlm, "has_stalled", lambda model, tokenizer: model == "model 5")
+    model, _, history, seed = mlm.pretrain_until_healthy(mlm.EncoderSettings(seed=5), progress=False)
+    assert trained == [5, 6] and model == "model 6" and seed == history.seed == 6
+    assert "seed 5 stalled" in capsys.readouterr().out
+
+
+def test_pretraining_that_always_stalls_says_what_to_change(monkeypatch):
+    monkeypatch.setattr(mlm, "pretrain_encoder", lambda settings, device, progress: ("model", "tokenizer", None))
+    monkeypatch.setattr(mlm, "has_stalled", lambda model, tokenizer: True)
+    with pytest.raises(RuntimeError, match=r"stalled with seeds 0 to 2; lower max_lr=0.002 or lengthen warmup"):
+        mlm.pretrain_until_healthy(mlm.EncoderSettings(), progress=False)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -93,6 +94,10 @@ def test_flags_override_the_preset():
     (["--max-steps", "5", "--seed", "4294967296"], "--seed: 4294967296 is out of range"),
     (["--max-steps", "5", "--prompt", ""], "--prompt: the prompt is empty; give at least one character"),
     (["--max-steps", "5", "--resume", "--overwrite"], "--resume continues the run in --out-dir, --overwrite"),
+    (["--max-steps", "5", "--recipe", "modern", "--muon-lr", "0"], "--muon-lr: 0 is out of range; give a number > 0"),
+    (["--max-steps", "5", "--recipe", "modern", "--muon-lr", "inf"], "--muon-lr: inf is out of range"),
+    (["--max-steps", "5", "--muon-lr", "0.02"], "--muon-lr is Muon's learning rate, which only --recipe modern uses"),
+    (["--max-steps", "5", "--recipe", "llama"], "invalid choice: 'llama'"),
 ])
 def test_flags_out_of_range_are_refused_with_what_is_right(capsys, flags, message):
     with pytest.raises(SystemExit):
@@ -217,3 +222,59 @@ def test_resume_with_another_training_text_is_refused(tmp_path, texts, capsys):
         script_that_must_not_build_a_model().main(texts + TINY + ["--out-dir", str(tmp_path / "none"),
                                                                    "--max-steps", "4", "--resume"])
     assert f"--resume: no checkpoint in {tmp_path / 'none' / 'checkpoint'}" in capsys.readouterr().err
+
+
+def test_the_modern_recipe_trains_a_modern_model_with_muon(tmp_path, texts):
+    launch(texts + TINY + ["--max-steps", "40", "--recipe", "modern", "--out-dir", str(tmp_path / "run")])
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint", "cpu")
+    config = checkpoint.model.cfg
+    assert (config.positions, config.norm, config.ff, config.tie_weights) == ("rotary", "rms", "swiglu", False)
+    assert (config.n_layers, config.d_model, config.n_heads, config.context_length) == (2, 64, 4, 32)
+    assert set(checkpoint.optimizer_state) == {"muon", "adamw"}
+    assert checkpoint.extra["recipe"] == "modern"
+    log = read_log(tmp_path / "run" / "log.jsonl")
+    assert (log[0]["args"]["recipe"], log[0]["args"]["muon_lr"]) == ("modern", 0.01)
+    val_losses = [record["val_loss"] for record in log if record["event"] == "eval"]
+    assert val_losses[-1] < 0.9 * val_losses[0]
+
+
+def script_stopped_after(stop_step: int | None):
+    """The script, run in this process: its run stops after `stop_step` updates as if by Ctrl-C (None: never).
+    No signal handler is installed, so the test process keeps its own."""
+    script = load_script()
+    stop = SimpleNamespace(signal_name=None)
+    script.StopRequest = lambda: stop
+    real_train = script.train
+
+    def train(*args, on_update, **kwargs):
+        def update(step: int) -> bool:
+            if step == stop_step:
+                stop.signal_name = "SIGINT"
+            return on_update(step)
+        return real_train(*args, on_update=update, **kwargs)
+    script.train = train
+    return script
+
+
+@pytest.mark.parametrize("recipe", ["gpt2", "modern"])
+def test_a_resumed_run_continues_exactly_like_an_unbroken_one(tmp_path, texts, one_thread, recipe):
+    flags = texts + TINY + ["--max-steps", "8", "--recipe", recipe, "--save-every", "0"]
+    script_stopped_after(None).main(flags + ["--out-dir", str(tmp_path / "unbroken")])
+    script_stopped_after(4).main(flags + ["--out-dir", str(tmp_path / "broken")])
+    assert load_checkpoint(tmp_path / "broken" / "checkpoint", "cpu").step == 4
+    script_stopped_after(None).main(flags + ["--out-dir", str(tmp_path / "broken"), "--resume"])
+    unbroken, resumed = read_log(tmp_path / "unbroken" / "log.jsonl"), read_log(tmp_path / "broken" / "log.jsonl")
+    assert [r["step"] for r in resumed if r["event"] == "step"] == list(range(1, 9))
+    for key in ("loss", "lr", "grad_norm"):
+        assert [r[key] for r in resumed if r["event"] == "step"] == [r[key] for r in unbroken if r["event"] == "step"]
+    assert resumed[-1]["val_loss"] == unbroken[-1]["val_loss"]
+    assert resumed[-1]["param_sha256"] == unbroken[-1]["param_sha256"]
+
+
+def test_resume_with_another_recipe_is_refused(tmp_path, texts, capsys):
+    run = ["--out-dir", str(tmp_path / "run")]
+    launch(texts + TINY + run + ["--max-steps", "2", "--recipe", "modern"])
+    with pytest.raises(SystemExit):
+        script_that_must_not_build_a_model().main(texts + TINY + run + ["--max-steps", "4", "--resume"])
+    assert "--resume: the checkpoint was trained with --recipe modern, not --recipe gpt2; give --recipe modern" \
+        in capsys.readouterr().err

@@ -12,7 +12,8 @@ import transformers
 from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from llmcourse import weights
+from llmcourse import download, weights
+from llmcourse.download import file_sha256
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.weights import (PublishedCheckpoint, config_from_gpt2_state_dict, download_gpt2,
                                gpt2_state_dict_to_ours, gpt_from_transformers, load_gpt2_safetensors,
@@ -172,7 +173,7 @@ def test_download_fetches_verifies_and_records_sha256(tmp_path, tiny_published):
     hf_model, served, base_url = tiny_published
     path = download_gpt2("tiny", cache_dir=tmp_path / "cache", base_url=base_url)
     assert path.read_bytes() == (served / "model.safetensors").read_bytes()
-    assert (path.parent / "model.safetensors.sha256").read_text().strip() == weights.file_sha256(path)
+    assert (path.parent / "model.safetensors.sha256").read_text().strip() == file_sha256(path)
     token_ids = torch.arange(12).unsqueeze(0)
     with torch.no_grad():
         torch.testing.assert_close(load_gpt2_safetensors(path)(token_ids), hf_logits(hf_model, token_ids),
@@ -209,7 +210,7 @@ def test_download_rejects_a_truncated_transfer(tmp_path, tiny_published, monkeyp
     class ShortResponse(io.BytesIO):
         headers = {"Content-Length": "1000"}
 
-    monkeypatch.setattr(weights, "urlopen", lambda url, timeout: ShortResponse(b"only 20 bytes arrive"))
+    monkeypatch.setattr(download, "urlopen", lambda url, timeout: ShortResponse(b"only 20 bytes arrive"))
     with pytest.raises(RuntimeError, match="received 20 bytes, the server announced 1000"):
         download_gpt2("tiny", cache_dir=tmp_path / "cache", base_url="https://example.invalid")
     assert list((tmp_path / "cache" / "tiny").iterdir()) == []

@@ -12,6 +12,7 @@ Modules, in the order the course builds them:
     model      GPTConfig, the layers and GPTModel, with GPT-2's and today's options (chapters 4 and 5)
     encoder    a BERT-style encoder and the 2017 encoder-decoder, from the same blocks (chapter 4)
     generate   greedy and sampled decoding, with a key-value cache (chapters 4 and 5)
+    download   fetching with deadlines and checksums, for the online extras (chapters 5 and 6)
     weights    loading GPT-2-layout state dicts into GPTModel (chapter 4)
     train      losses, evaluation, the training loop and the course's pretrained GPT (chapter 5)
     checkpoint crash-safe, checksummed checkpoints of a model, its optimizer and tokenizer (chapter 5)

@@ -55,6 +55,17 @@ def load_plays(folder: Path = SHAKESPEARE_DIR, index_sha256: str | None = PLAYS_
     return plays
 
 
+def speaker_speeches(play: Play) -> list[tuple[str, list[str]]]:
+    """The play as (speaker, lines) pairs, one per speech, in order;
+    blocks that are not 'SPEAKER:' followed by lines are skipped."""
+    speeches = []
+    for block in play.text.split("\n\n"):
+        lines = block.strip("\n").split("\n")
+        if len(lines) >= 2 and lines[0].endswith(":") and lines[0][:-1].isupper():
+            speeches.append((lines[0][:-1], lines[1:]))
+    return speeches
+
+
 def load_shakespeare(split: str = "train", folder: Path = SHAKESPEARE_DIR) -> str:
     """The text of every play in `split`, joined by blank lines.
 

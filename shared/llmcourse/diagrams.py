@@ -210,6 +210,27 @@ def draw_gpt_stack(n_layers: int = 4) -> Figure:
     return fig
 
 
+def _allowed_grid(ax: Axes, allowed, mark_size: float = 11, gap: float = 2.0) -> None:
+    """Cells of (query row, key column) pairs: coloured with ✓ where allowed[row][col] is true, grey with × not.
+
+    `allowed` is anything indexed [row][col] (nested lists, a bool tensor); the axes get no frame or tick marks.
+    """
+    n_rows, n_cols = len(allowed), len(allowed[0])
+    for row in range(n_rows):
+        for col in range(n_cols):
+            seen = bool(allowed[row][col])
+            ax.add_patch(Rectangle((col, row), 1, 1, facecolor=COLOURS["attention" if seen else "masked"],
+                                   edgecolor="white", linewidth=gap))
+            ax.text(col + 0.5, row + 0.5, "✓" if seen else "×", ha="center", va="center",
+                    fontsize=mark_size, color=EDGE if seen else "#aaaaaa")
+    ax.set_xlim(0, n_cols)
+    ax.set_ylim(n_rows, 0)
+    ax.set_aspect("equal")
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def draw_causal_mask(tokens: list[str] | None = None) -> Figure:
     """The T x T grid of (query row, key column) pairs: each query sees itself and earlier keys only."""
     tokens = tokens if tokens is not None else ["To", "be", "or", "not", "to", "be"]
@@ -217,27 +238,48 @@ def draw_causal_mask(tokens: list[str] | None = None) -> Figure:
         raise ValueError("tokens must be a non-empty list of strings")
     n = len(tokens)
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.2 + 0.6 * n))
-    for row in range(n):
-        for col in range(n):
-            allowed = col <= row
-            ax.add_patch(Rectangle((col, row), 1, 1, facecolor=COLOURS["attention" if allowed else "masked"],
-                                   edgecolor="white", linewidth=2))
-            ax.text(col + 0.5, row + 0.5, "✓" if allowed else "×", ha="center", va="center",
-                    fontsize=11, color=EDGE if allowed else "#aaaaaa")
-    ax.set_xlim(0, n)
-    ax.set_ylim(n, 0)
-    ax.set_aspect("equal")
+    _allowed_grid(ax, [[col <= row for col in range(n)] for row in range(n)])
     ax.set_xticks([i + 0.5 for i in range(n)], tokens)
     ax.set_yticks([i + 0.5 for i in range(n)], tokens)
     ax.xaxis.tick_top()
     ax.xaxis.set_label_position("top")
     ax.set_xlabel("key (the token looked at)")
     ax.set_ylabel("query (the token looking)")
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
     ax.set_title("causal mask: row i sees keys 0..i (✓), never later ones (×)", fontsize=10, pad=10, y=-0.12)
     fig.tight_layout()
+    return fig
+
+
+def draw_encoder_decoder_masks(source_tokens: list[str], target_tokens: list[str], encoder_self, decoder_self,
+                               cross) -> Figure:
+    """The three attentions of an encoder-decoder as grids of allowed (query, key) pairs, side by side.
+
+    Each grid is indexed [query][key] and true where the query may attend to the key (a bool tensor works):
+    encoder_self is source x source, decoder_self target x target, cross target x source.
+    """
+    panels = [  # (allowed, query tokens, key tokens, title, what the queries are, what the keys are)
+        (encoder_self, source_tokens, source_tokens, "encoder self-attention:\nall real source tokens, no padding",
+         "source token", "source token"),
+        (decoder_self, target_tokens, target_tokens, "decoder self-attention:\nthe target so far (causal)",
+         "target token", "target token"),
+        (cross, target_tokens, source_tokens, "cross-attention:\nevery target token sees the whole source",
+         "target token", "source token (the memory)"),
+    ]
+    for allowed, queries, keys, title, *_ in panels:
+        if (len(allowed), len(allowed[0])) != (len(queries), len(keys)):
+            raise ValueError(f"the {title.split(':')[0]} grid is {len(allowed)} x {len(allowed[0])}, "
+                             f"but there are {len(queries)} query and {len(keys)} key tokens")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2),
+                             gridspec_kw={"width_ratios": [len(keys) for _, _, keys, *_ in panels]})
+    for ax, (allowed, queries, keys, title, query_kind, key_kind) in zip(axes, panels):
+        _allowed_grid(ax, allowed, mark_size=7, gap=1.5)
+        ax.set_xticks([i + 0.5 for i in range(len(keys))], keys, rotation=90, family=MONO, fontsize=8)
+        ax.set_yticks([i + 0.5 for i in range(len(queries))], queries, family=MONO, fontsize=8)
+        ax.set_xlabel(f"key: {key_kind}")
+        ax.set_ylabel(f"query: {query_kind}")
+        ax.set_title(title, fontsize=10)
+    fig.suptitle("Which keys each query may attend to, read from the model's attention weights", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
 
 
@@ -329,4 +371,74 @@ def draw_kv_cache(step: int = 3) -> Figure:
     ax.text(left + n * cell / 2, 0.9, f"step {step}: one new row of q, k, v;\n"
             "earlier keys and values are reused,\nnot recomputed", ha="center", va="center", fontsize=9)
     ax.set_title(f"Generating with a key-value cache: step {step}", fontsize=11)
+    return fig
+
+
+def _post_norm_block(ax: Axes, x: float, bottom: float, name: str, rows: list[tuple[str, str, str]]) -> float:
+    """A dashed frame named `name` holding post-norm sub-layers, norm(x + sublayer(x)), from the bottom up.
+
+    Each row is (sub-layer, its norm, the sub-layer's kind); the path enters from below and runs through the
+    sub-layer boxes at x - 0.55. Returns the frame's top.
+    """
+    path, height = x - 0.55, 0.8 * len(rows) + 0.3
+    ax.add_patch(Rectangle((x - 2.0, bottom - 0.1), 4.0, height, fill=False, edgecolor=COLOURS["residual"],
+                           linestyle="--"))
+    ax.text(x - 1.9, bottom + height - 0.3, name, fontsize=8, family=MONO, color="#555555")
+    _arrow(ax, (path, bottom - 0.45), (path, bottom + 0.1))
+    for k, (sublayer, norm, kind) in enumerate(rows):
+        y = bottom + 0.4 + 0.8 * k
+        if k:
+            _arrow(ax, (path, y - 0.5), (path, y - 0.3))
+        _box(ax, path, y, 2.1, 0.6, sublayer, kind, fontsize=9)
+        _box(ax, x + 1.2, y, 1.3, 0.6, norm, "norm", fontsize=9)
+    return bottom + height - 0.1
+
+
+def draw_encoder_decoder() -> Figure:
+    """The 2017 encoder-decoder, two blocks of each stack: the memory feeds every decoder block's cross-attention."""
+    fig, ax = _canvas(13.0, 11.4)
+    enc_x, dec_x, memory_x = 2.6, 8.9, 5.6
+    enc_path, dec_path = enc_x - 0.55, dec_x - 0.55  # the path through the sub-layer boxes
+    memory_colour, tied_colour = COLOURS["attention"], COLOURS["output"]
+    for x, ids in [(enc_x, "source ids  (S,)"), (dec_x, "target ids  (T,)")]:
+        ax.text(x, 0.35, ids, ha="center", fontsize=10, family=MONO)
+        _arrow(ax, (x, 0.7), (x, 1.05))
+        _box(ax, x, 1.5, 3.6, 0.8, "tok_emb(ids) × √d_model\n+ pos_table (sinusoids)", "token", fontsize=9)
+    ax.text((enc_x + dec_x) / 2, 1.5, "one shared\ntable", ha="center", va="center", fontsize=8, style="italic")
+
+    enc_bottom = dec_bottom = 2.4
+    cross_ys = []
+    for layer in range(2):
+        enc_top = _post_norm_block(ax, enc_x, enc_bottom, f"encoder[{layer}]",
+                                   [("attn (all)", "norm1", "attention"), ("ff", "norm2", "ff")])
+        dec_top = _post_norm_block(ax, dec_x, dec_bottom, f"decoder[{layer}]",
+                                   [("attn (causal)", "norm1", "attention"),
+                                    ("cross_attn", "cross_norm", "attention"), ("ff", "norm2", "ff")])
+        cross_ys.append(dec_bottom + 1.2)  # the middle row of the decoder block
+        enc_bottom, dec_bottom = enc_top + 0.55, dec_top + 0.55
+    ax.text(0.3, (2.4 + enc_top) / 2, "× n_layers", rotation=90, ha="center", va="center", fontsize=9,
+            family=MONO, color="#555555")
+    ax.text(dec_x + 2.15, (2.4 + dec_top) / 2, "× n_layers", rotation=90, ha="left", va="center", fontsize=9,
+            family=MONO, color="#555555")
+
+    norm_y = dec_top + 0.75
+    _arrow(ax, (enc_path, enc_top), (enc_path, norm_y - 0.3))
+    _box(ax, enc_path, norm_y, 2.1, 0.6, "encoder_norm", "norm", fontsize=9)
+    _arrow(ax, (dec_path, dec_top), (dec_path, norm_y - 0.3))
+    _box(ax, dec_path, norm_y, 2.1, 0.6, "decoder_norm", "norm", fontsize=9)
+    _arrow(ax, (dec_path, norm_y + 0.3), (dec_path, norm_y + 0.8))
+    _box(ax, dec_path, norm_y + 1.1, 2.1, 0.6, "out_head", "output", fontsize=9)
+    _arrow(ax, (dec_path, norm_y + 1.4), (dec_path, norm_y + 1.8))
+    ax.text(dec_path, norm_y + 2.0, "logits  (T, vocab_size)", ha="center", fontsize=10, family=MONO)
+
+    _line(ax, [(enc_path, norm_y + 0.3), (enc_path, norm_y + 0.75), (memory_x, norm_y + 0.75),
+               (memory_x, cross_ys[0])], memory_colour, 3)
+    for cross_y in cross_ys:
+        _arrow(ax, (memory_x, cross_y), (dec_x - 1.6, cross_y), memory_colour, 3)
+    ax.text(memory_x + 0.15, (cross_ys[0] + cross_ys[1]) / 2, "memory  (S, d_model)", rotation=90, ha="left",
+            va="center", fontsize=9, family=MONO, color="#555555")
+    _arrow(ax, (dec_path + 1.05, norm_y + 1.1), (dec_x + 1.8, 1.5), tied_colour, 2, dashed=True, curve=-0.45)
+    ax.text(dec_path + 1.25, norm_y + 1.55, "tied: out_head.weight\nis tok_emb.weight", ha="left", va="center",
+            fontsize=8, family=MONO, color="#555555")
+    ax.set_title("The encoder-decoder: the memory feeds the cross-attention of every decoder block", fontsize=12)
     return fig

@@ -16,13 +16,13 @@ from torch import Tensor, nn
 
 # The bag-of-words features of chapter 6's baseline are built in chapter 1; they stay importable from here.
 from llmcourse.bow import bag_of_words, word_vocabulary  # noqa: F401
-from llmcourse.data import Play
+from llmcourse.data import Play, speaker_speeches
 from llmcourse.generate import generate
 from llmcourse.model import GPTModel
 from llmcourse.runtime import CACHE_DIR
 from llmcourse.tokenizer import BPETokenizer
 from llmcourse.train import configure_optimizer, cross_entropy
-from llmcourse.weights import fetch, file_sha256
+from llmcourse.download import fetch, file_sha256
 
 # --- genre passages -------------------------------------------------------------------------------
 
@@ -432,16 +432,6 @@ def exact_match_by_task(records: Sequence[dict], responses: Sequence[str]) -> di
 # --- instruction records built from the plays ------------------------------------------------------
 
 TASKS = ("first word", "last word", "speaker", "genre", "word count")
-
-
-def speaker_speeches(play: Play) -> list[tuple[str, list[str]]]:
-    """The play as (speaker, lines) pairs; blocks that are not 'SPEAKER:' followed by lines are skipped."""
-    speeches = []
-    for block in play.text.split("\n\n"):
-        lines = block.strip("\n").split("\n")
-        if len(lines) >= 2 and lines[0].endswith(":") and lines[0][:-1].isupper():
-            speeches.append((lines[0][:-1], lines[1:]))
-    return speeches
 
 
 def _words(line: str) -> list[str]:

@@ -7,21 +7,19 @@ projections are fused into one `c_attn` of width 3 * d_model. This module rename
 transposes them into `GPTModel`'s parameters, and checks every name and shape on the way.
 """
 
-import hashlib
 import json
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.request import urlopen
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from llmcourse.download import fetch, file_sha256
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import CACHE_DIR
 
@@ -244,43 +242,6 @@ GPT2_CHECKPOINTS = {
     "large": PublishedCheckpoint("gpt2-large", GPTConfig.gpt2("large")),
     "xl": PublishedCheckpoint("gpt2-xl", GPTConfig.gpt2("xl")),
 }
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fetch(url: str, destination: Path, description: str, read_timeout: float, deadline: float) -> None:
-    """Stream `url` into `destination` with a progress bar; check the size against Content-Length.
-
-    Each read may wait `read_timeout` seconds; the whole transfer must end by `deadline`
-    (a `time.monotonic()` value), or a TimeoutError is raised, so a trickling server cannot hold it.
-    """
-    partial = destination.with_name(destination.name + ".part")
-    try:
-        with urlopen(url, timeout=read_timeout) as response:
-            expected = response.headers.get("Content-Length")
-            expected = int(expected) if expected is not None else None
-            with partial.open("wb") as f, tqdm(total=expected, unit="B", unit_scale=True,
-                                               desc=description) as bar:
-                while block := response.read1(1 << 20):  # whatever has arrived, without waiting for more
-                    f.write(block)
-                    bar.update(len(block))
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{destination.name}: the download's time limit ran out after "
-                                           f"{bar.n} bytes; pass a larger max_seconds for a slow connection")
-        received = partial.stat().st_size
-        if expected is not None and received != expected:
-            raise RuntimeError(f"{destination.name}: received {received} bytes, the server announced "
-                               f"{expected}; the partial file was removed, try again")
-        partial.replace(destination)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _verify_weights(path: Path, checkpoint: PublishedCheckpoint) -> str:
