@@ -57,3 +57,18 @@ def test_merged_weights_give_the_unmerged_outputs():
 def test_add_lora_refuses_a_model_without_targets():
     with pytest.raises(ValueError, match="nothing to wrap"):
         add_lora(nn.Sequential(nn.Linear(4, 4)), rank=2, alpha=2)
+
+
+@pytest.mark.parametrize("rank, alpha, message", [(2.5, 4, "rank must be a positive integer"),
+                                                  (0, 4, "rank must be a positive integer"),
+                                                  (True, 4, "rank must be a positive integer"),
+                                                  (2, float("nan"), "alpha must be a positive finite number"),
+                                                  (2, -1, "alpha must be a positive finite number")])
+def test_lora_linear_refuses_a_bad_rank_or_alpha(rank, alpha, message):
+    with pytest.raises(ValueError, match=message):
+        LoRALinear(nn.Linear(4, 4), rank, alpha)
+
+
+def test_lora_linear_wraps_only_a_linear_layer():
+    with pytest.raises(ValueError, match="wraps an nn.Linear, got Conv1d"):
+        LoRALinear(nn.Conv1d(4, 4, 1), 2, 4)

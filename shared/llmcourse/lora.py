@@ -9,6 +9,14 @@ from torch import Tensor, nn
 LORA_TARGETS = ("W_query", "W_key", "W_value", "out_proj", "fc_in", "fc_out")
 
 
+def check_rank_and_alpha(rank: int, alpha: float) -> None:
+    """Refuse a rank that is not a positive whole number and an alpha that is not a positive finite number."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+        raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
+
+
 class LoRALinear(nn.Module):
     """A frozen linear layer plus a trainable low-rank update: y = W x + b + (alpha / rank) B A x.
 
@@ -18,8 +26,9 @@ class LoRALinear(nn.Module):
 
     def __init__(self, linear: nn.Linear, rank: int, alpha: float, seed: int = 0):
         super().__init__()
-        if rank < 1:
-            raise ValueError(f"rank must be a positive integer, got {rank}")
+        check_rank_and_alpha(rank, alpha)
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"LoRALinear wraps an nn.Linear, got {type(linear).__name__}")
         self.linear = linear
         for param in linear.parameters():
             param.requires_grad = False
@@ -53,10 +62,7 @@ def add_lora(model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...]
     Only the wrapping is done here; freezing the rest of the model is the caller's choice (see
     `freeze_except_lora`). Each wrapped layer gets its own seed for A, derived from `seed`.
     """
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank must be a positive integer, got {rank!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
-        raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
+    check_rank_and_alpha(rank, alpha)
     wrapped = []
     for module_name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
