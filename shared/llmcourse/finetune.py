@@ -17,12 +17,12 @@ from torch import Tensor, nn
 # The bag-of-words features of chapter 6's baseline are built in chapter 1; they stay importable from here.
 from llmcourse.bow import bag_of_words, word_vocabulary  # noqa: F401
 from llmcourse.data import Play, speaker_speeches
+from llmcourse.download import fetch, file_sha256
 from llmcourse.generate import generate
 from llmcourse.model import GPTModel
 from llmcourse.runtime import CACHE_DIR
 from llmcourse.tokenizer import BPETokenizer
 from llmcourse.train import configure_optimizer, cross_entropy
-from llmcourse.download import fetch, file_sha256
 
 # --- genre passages -------------------------------------------------------------------------------
 
