@@ -11,8 +11,8 @@ LLMCOURSE_CACHE pointing there. Notebook 5B is left out: it trains and saves the
     python scripts/check_portability.py                  # siblings with seed + 1, all such notebooks
     python scripts/check_portability.py --offset 2 ch06_finetuning/04_encoder_classification.ipynb
 
-It takes about 20 minutes on two cores (two pytest workers). The sibling models stay in
-.cache-sibling-<offset>/ (git-ignored), so a second run only re-runs the notebooks.
+It takes about 15 minutes on two cores: 5 to pretrain the siblings, 9 for the notebooks on two workers.
+The sibling models stay in .cache-sibling-<offset>/ (git-ignored), so a second run only re-runs the notebooks.
 """
 
 import argparse
