@@ -30,11 +30,22 @@ def texts(tmp_path):
 
 
 def launch(args: list[str], torchrun_processes: int = 0) -> str:
+    """Run the script (under torchrun with that many CPU processes, if given) and return what it printed.
+
+    Gloo's TCP transport, which carries the CPU processes' messages, has been seen to abort a process
+    (SIGABRT, "terminate called without an active exception") on a busy machine, once in three full test
+    runs, never in 14 runs alone. Such a crash, and only it, is run once more, over the same --out-dir.
+    """
     launcher = [sys.executable]
     if torchrun_processes:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun_processes}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(launcher + [str(SCRIPT)] + args, capture_output=True, text=True, env=env, timeout=120)
+    for _ in range(2 if torchrun_processes else 1):
+        result = subprocess.run(launcher + [str(SCRIPT)] + args, capture_output=True, text=True, env=env,
+                                timeout=120)
+        if result.returncode == 0 or "Signal 6 (SIGABRT)" not in result.stderr:
+            break
+        args = args + ["--overwrite"]
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
