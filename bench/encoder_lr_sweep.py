@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
+from llmcourse.course import COURSE_ENCODER_SETTINGS, bert_tokenizer
 from llmcourse.data import load_plays
-from llmcourse.mlm import COURSE_ENCODER_SETTINGS, evaluate_encoder, nsp_pairs, pretrain_encoder
+from llmcourse.mlm import evaluate_encoder, pretrain_encoder
 from llmcourse.runtime import use_recommended_threads
+from llmcourse.tasks import nsp_pairs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "encoder_lr_sweep.json"
 LEARNING_RATES = (1e-3, 2e-3, 4e-3, 8e-3)
@@ -28,7 +30,7 @@ def main() -> None:
     runs = []
     for lr in LEARNING_RATES:
         settings = replace(COURSE_ENCODER_SETTINGS, max_lr=lr)
-        model, tokenizer, history = pretrain_encoder(settings, device="cpu", progress=False)
+        model, tokenizer, history = pretrain_encoder(settings, bert_tokenizer(), device="cpu", progress=False)
         val_pairs = nsp_pairs(load_plays(), "val", tokenizer, settings.context_length, seed=0)
         scores = evaluate_encoder(model, val_pairs, tokenizer, settings.mask_rate, seed=0)
         runs.append({"max_lr": lr, **{f"val_{k}": v for k, v in scores.items()}, "seconds": history.seconds})

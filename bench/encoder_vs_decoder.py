@@ -8,7 +8,7 @@ GPT's, chosen on them by bench/sweep_course_settings.py. Each is pretrained with
 (the encoder of seed 0 is `course_encoder()`).
 Fine-tuning: chapter 6's genre classification (comedy, history, tragedy; 64-token passages, split by
 whole plays), every weight trained: the encoder reads [CLS] passage [SEP] and classifies its pooled
-[CLS] vector with a new head; the GPT gets `llmcourse.finetune`'s head on its last position. Learning
+[CLS] vector with a new head; the GPT gets `llmcourse.classify`'s head on its last position. Learning
 rate chosen on validation accuracy (seed 0), epoch by early stopping on it; test accuracy reported
 once per seed. Writes bench/results/encoder_vs_decoder.json. Usage:
 
@@ -26,14 +26,15 @@ from pathlib import Path
 import torch
 
 from llmcourse.checkpoint import weights_sha256
+from llmcourse.classify import (EncoderClassifier, GPTClassifier, accuracy, add_classification_head, macro_f1,
+                                predict_proba, set_trainable, train_classifier, with_cls_and_sep)
+from llmcourse.course import COURSE_ENCODER_SETTINGS, COURSE_SETTINGS, bert_tokenizer, course_encoder, course_tokenizer
 from llmcourse.data import create_dataloader, load_plays, load_shakespeare
-from llmcourse.finetune import (GENRE_CLASSES, GPTClassifier, accuracy, add_classification_head, genre_passages,
-                                macro_f1, predict_proba, set_trainable, train_classifier)
-from llmcourse.mlm import (COURSE_ENCODER_SETTINGS, EncoderClassifier, course_encoder, evaluate_encoder, nsp_pairs,
-                           pretrain_encoder, with_cls_and_sep)
+from llmcourse.mlm import evaluate_encoder, pretrain_encoder
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import set_seed, use_recommended_threads
-from llmcourse.train import COURSE_SETTINGS, configure_optimizer, course_tokenizer, evaluate, spread_windows_loader, train
+from llmcourse.tasks import GENRE_CLASSES, genre_passages, nsp_pairs
+from llmcourse.train import configure_optimizer, evaluate, spread_windows_loader, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "encoder_vs_decoder.json"
 SEEDS = (0, 1, 2)
@@ -108,7 +109,7 @@ def main() -> None:
                 if settings == COURSE_ENCODER_SETTINGS:
                     model, _, history = course_encoder(device="cpu", progress=False)
                 else:
-                    model, _, history = pretrain_encoder(settings, device="cpu", progress=False)
+                    model, _, history = pretrain_encoder(settings, bert_tokenizer(), device="cpu", progress=False)
                 pretraining = {f"test_{k}": v for k, v in evaluate_encoder(model, test_pairs, encoder_tokenizer).items()}
                 pretraining["seconds"] = history.seconds
             print(f"pretrained {family} seed {seed} in {time.perf_counter() - started:.0f} s: {pretraining}", flush=True)

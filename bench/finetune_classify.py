@@ -23,15 +23,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from llmcourse.bow import bag_of_words, word_vocabulary
+from llmcourse.checkpoint import weights_sha256
+from llmcourse.classify import (GPTClassifier, accuracy, add_classification_head, hidden_states, macro_f1,
+                                predict_proba, set_trainable, train_classifier)
+from llmcourse.course import course_model
 from llmcourse.data import load_plays
-from llmcourse.finetune import (GENRE_CLASSES, GPTClassifier, accuracy, add_classification_head, bag_of_words,
-                                genre_passages, hidden_states, macro_f1, predict_proba, set_trainable,
-                                train_classifier, word_vocabulary)
 from llmcourse.lora import add_lora, freeze_except_lora
 from llmcourse.model import GPTModel
 from llmcourse.runtime import set_seed
-from llmcourse.checkpoint import weights_sha256
-from llmcourse.train import course_model
+from llmcourse.tasks import GENRE_CLASSES, genre_passages
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_classify.json"
 PER_CLASS = {"train": 300, "val": 100, "test": 200}  # passages per class in each split

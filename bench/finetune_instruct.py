@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from llmcourse.data import load_plays
-from llmcourse.finetune import (encode_record, exact_match_by_task, fit, instruction_batches,
-                                instruction_records, respond)
 from llmcourse.checkpoint import weights_sha256
-from llmcourse.train import course_model
+from llmcourse.course import course_model
+from llmcourse.data import load_plays
+from llmcourse.finetune import fit
+from llmcourse.instruct import encode_record, exact_match_by_task, instruction_batches, respond
+from llmcourse.tasks import instruction_records
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_instruct.json"
 PER_TASK = {"train": 600, "val": 20, "test": 50}  # records per task type in each split

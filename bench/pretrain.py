@@ -3,7 +3,7 @@
 All three train on the 26 training plays for the same time budget (3 minutes each by default, wall
 clock, or CPU time of one thread with --cpu-time) with warmup then cosine decay stretched to the
 budget and gradient clipping. The baby GPT and the course GPT use AdamW; the modern recipe
-(`llmcourse.train.MODERN_RECIPE`: rotary positions, RMSNorm, SwiGLU, no biases, QK-norm, an untied
+(`llmcourse.course.MODERN_RECIPE`: rotary positions, RMSNorm, SwiGLU, no biases, QK-norm, an untied
 head, Muon for the blocks' matrices) is notebook 5G's. All are scored on the 6 test plays in bits per
 byte, which does not depend on the tokenizer. (Nothing here chooses a setting: the course settings
 were chosen on the validation plays by bench/sweep_course_settings.py, the modern recipe by
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
+from llmcourse.course import COURSE_SETTINGS, MODERN_RECIPE, modern_model_config
 from llmcourse.data import create_dataloader, load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
 from llmcourse.muon import MuonWithAdamW
 from llmcourse.runtime import get_device, set_seed
 from llmcourse.tokenizer import BPETokenizer
-from llmcourse.train import (COURSE_SETTINGS, MODERN_RECIPE, configure_optimizer, evaluate_bits_per_byte,
-                             modern_model_config, spread_windows_loader, train)
+from llmcourse.train import configure_optimizer, evaluate_bits_per_byte, spread_windows_loader, train
 
 RESULTS = Path(__file__).parent / "results" / "pretrain.json"
 

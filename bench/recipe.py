@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
+from llmcourse.course import COURSE_SETTINGS, course_tokenizer
 from llmcourse.data import create_dataloader, load_shakespeare
 from llmcourse.model import GPTModel, count_parameters
 from llmcourse.muon import MuonWithAdamW
 from llmcourse.runtime import set_seed
-from llmcourse.train import (COURSE_SETTINGS, batch_loss, configure_optimizer, course_tokenizer,
-                             evaluate_bits_per_byte, train)
+from llmcourse.train import batch_loss, configure_optimizer, evaluate_bits_per_byte, train
 
 RESULTS = Path(__file__).parent / "results" / "recipe_ablation.json"
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from llmcourse.course import course_model
 from llmcourse.data import create_dataloader, load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
 from llmcourse.rnn import RNNConfig, RNNLanguageModel
 from llmcourse.runtime import recommended_threads, set_seed
-from llmcourse.train import configure_optimizer, evaluate_bits_per_byte, train, course_model
+from llmcourse.train import configure_optimizer, evaluate_bits_per_byte, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rnn_vs_transformer.json"
 CONTEXT_LENGTH = 128

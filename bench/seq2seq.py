@@ -1,13 +1,13 @@
 """Benchmark: word reversal with an RNN encoder-decoder, the same with additive attention, and the 2017
 transformer, each given the same CPU time (chapter 5, notebook 5F).
 
-The task is `llmcourse.seq2seq`'s: reverse the words of 10-50 characters of a speech, character by character.
+The task is `llmcourse.tasks.reversal_pairs`'s: reverse the words of 10-50 characters of a speech, character by character.
 Each model's learning-rate scale (of the 2017 warmup schedule, 100 warmup steps) is chosen on the validation
 plays (seed 0, the short budget, exact match, then character accuracy); then seeds 0, 1 and 2 are trained
 under the long budget and scored once on the test plays, overall and by source length. Writes
 bench/results/seq2seq.json, which notebook 5F plots. Usage:
 
-    LLMCOURSE_THREADS=1 python bench/seq2seq.py                   # about 20 minutes of CPU time on one core
+    LLMCOURSE_THREADS=1 python bench/seq2seq.py                   # about 25 minutes of CPU time on one core
     LLMCOURSE_THREADS=1 python bench/seq2seq.py --short 5 --long 10 --seeds 0 --scales 0.5   # a smoke run
 """
 
@@ -21,8 +21,8 @@ import torch
 
 from llmcourse.data import load_plays
 from llmcourse.runtime import recommended_threads
-from llmcourse.seq2seq import (MODEL_NAMES, build_model, model_width, predict, reversal_pairs, scores,
-                               scores_by_length, train_seq2seq)
+from llmcourse.seq2seq import MODEL_NAMES, build_model, model_width, predict, scores, scores_by_length, train_seq2seq
+from llmcourse.tasks import reversal_pairs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "seq2seq.json"
 N_TRAIN, N_VAL, N_TEST = 30_000, 400, 800
@@ -50,7 +50,8 @@ def main() -> None:
     parser.add_argument("--short", type=float, default=30.0, help="CPU seconds per run for the choice on val")
     parser.add_argument("--long", type=float, default=75.0, help="CPU seconds per run for the test numbers")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="lr scales tried")
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
+                        help="lr scales tried; the chosen one must lie inside the grid")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--sweep-models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES,
                         help="models whose scale to choose again; the others' sweep rows in --out are kept")
@@ -86,6 +87,8 @@ def main() -> None:
                    key=lambda r: (r["exact_match"], r["char_accuracy"]))
         results["chosen_scale"][name] = best["lr_scale"]
         save()
+        if best["lr_scale"] in (min(args.scales), max(args.scales)):
+            print(f"warning: {name}'s best scale {best['lr_scale']} is at the edge of the grid; widen --scales", flush=True)
     for seed in args.seeds:
         for name in MODEL_NAMES:
             row = run(name, train_pairs, test_pairs, results["chosen_scale"][name], args.long, seed)

@@ -5,7 +5,7 @@ updates follows from the model's size and tokens per update), so a bigger model 
 tokens. Each is scored in bits per byte on all of the validation plays; the test plays are never
 read. Two stages: first the peak learning rate for the base shape, then narrower models at the best
 learning rate of the first stage (and the same settings with another seed, to see how noisy one run
-is). The winner became `llmcourse.train.COURSE_SETTINGS`; notebook 5B quotes the
+is). The winner became `llmcourse.course.COURSE_SETTINGS`; notebook 5B quotes the
 table this writes. Each result is merged into the table as soon as it is measured.
 
     python bench/sweep_course_settings.py                  # every configuration, 2 at a time, 1 thread each

@@ -17,9 +17,10 @@ import time
 
 import torch
 
+from llmcourse.course import COURSE_SETTINGS
 from llmcourse.model import GPTModel
 from llmcourse.runtime import recommended_threads, set_seed
-from llmcourse.train import COURSE_SETTINGS, configure_optimizer
+from llmcourse.train import configure_optimizer
 
 
 def spin(stop: mp.Event) -> None:

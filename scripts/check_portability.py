@@ -44,7 +44,8 @@ def notebooks_that_load_cached_models() -> list[Path]:
 def build_sibling_gpt(offset: int) -> dict:
     """Pretrain the course GPT with seed + offset and store it where `course_model()` looks."""
     from llmcourse.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
-    from llmcourse.train import COURSE_MODEL_DIR, COURSE_SETTINGS, configure_optimizer, pretrain_course_model
+    from llmcourse.course import COURSE_MODEL_DIR, COURSE_SETTINGS, pretrain_course_model
+    from llmcourse.train import configure_optimizer
 
     seed = COURSE_SETTINGS.seed + offset
     staging = COURSE_MODEL_DIR.with_name("sibling_gpt_staging")
@@ -61,11 +62,12 @@ def build_sibling_gpt(offset: int) -> dict:
 
 def build_sibling_encoder(offset: int) -> dict:
     """Pretrain the course encoder with seed + offset and store it where `course_encoder()` looks."""
-    from llmcourse.mlm import COURSE_ENCODER_DIR, COURSE_ENCODER_SETTINGS, pretrain_until_healthy, save_encoder
+    from llmcourse.course import COURSE_ENCODER_DIR, COURSE_ENCODER_SETTINGS, bert_tokenizer
+    from llmcourse.mlm import pretrain_until_healthy, save_encoder
 
     seed = COURSE_ENCODER_SETTINGS.seed + offset
     # As course_encoder() does on any machine: a run that stalls is started again with the next seed.
-    model, _, history, used = pretrain_until_healthy(replace(COURSE_ENCODER_SETTINGS, seed=seed))
+    model, _, history, used = pretrain_until_healthy(replace(COURSE_ENCODER_SETTINGS, seed=seed), bert_tokenizer())
     save_encoder(COURSE_ENCODER_DIR, model, COURSE_ENCODER_SETTINGS, history)
     return {"seed": seed, "trained_by_seed": used}
 

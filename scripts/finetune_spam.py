@@ -23,9 +23,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from llmcourse.finetune import (SMS_SPAM_URL, GPTClassifier, TRAINABLE_PARTS, accuracy, add_classification_head,
-                                fit, load_sms_spam, parse_sms_spam, predict_proba, set_trainable)
+from llmcourse.classify import (TRAINABLE_PARTS, GPTClassifier, accuracy, add_classification_head, predict_proba,
+                                set_trainable)
+from llmcourse.finetune import fit
 from llmcourse.runtime import CACHE_DIR, set_seed
+from llmcourse.tasks import SMS_SPAM_URL, load_sms_spam, parse_sms_spam
 from llmcourse.tokenizer import gpt2_encoding
 from llmcourse.weights import download_gpt2, load_gpt2_safetensors
 

@@ -28,13 +28,13 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from llmcourse.checkpoint import Checkpoint, load_checkpoint, restore_optimizer, save_checkpoint
+from llmcourse.course import COURSE_SETTINGS, MODERN_RECIPE
 from llmcourse.data import SlidingWindowDataset, create_dataloader, load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
 from llmcourse.muon import MuonWithAdamW
 from llmcourse.runtime import get_device, set_seed
 from llmcourse.tokenizer import BPETokenizer, gpt2_encoding
-from llmcourse.train import (COURSE_SETTINGS, MODERN_RECIPE, bits_per_byte, configure_optimizer, evaluate,
-                             spread_windows_loader, train)
+from llmcourse.train import bits_per_byte, configure_optimizer, evaluate, spread_windows_loader, train
 
 PRESETS = {
     "course": dict(n_layers=COURSE_SETTINGS.n_layers, d_model=COURSE_SETTINGS.d_model,

@@ -7,7 +7,6 @@ import torch
 
 from llmcourse.bow import (bag_of_words, cosine_similarity, count_vectors, inverse_document_frequency, tf_idf,
                            word_vocabulary, words)
-from llmcourse import finetune
 
 
 def test_words_are_lower_cased_with_inner_apostrophes():
@@ -53,5 +52,8 @@ def test_word_order_is_invisible():
     assert torch.equal(a, b)
 
 
-def test_finetune_still_exports_the_bag_of_words_features():
-    assert finetune.bag_of_words is bag_of_words and finetune.word_vocabulary is word_vocabulary
+def test_bag_of_words_counts_known_words():
+    vocabulary = word_vocabulary(["the king, the crown", "the fool"], min_count=1)
+    assert vocabulary == {"crown": 0, "fool": 1, "king": 2, "the": 3}
+    features = bag_of_words(["The king! The KING, a jester"], vocabulary)
+    assert torch.allclose(features, torch.tensor([[0.0, 0.0, 2.0, 2.0]]).log1p())

@@ -44,7 +44,7 @@ def tiny_gpt2(tmp_path):
 
 def test_balanced_split_and_same_length_batches(collection):
     script = load_script()
-    from llmcourse.finetune import parse_sms_spam
+    from llmcourse.tasks import parse_sms_spam
     split = script.balanced_split(parse_sms_spam(collection), seed=0)
     assert [len(split[s]) for s in ("train", "val", "test")] == [42, 6, 12]
     everything = split["train"] + split["val"] + split["test"]

@@ -9,13 +9,16 @@ import pytest
 import torch
 
 from llmcourse.bow import count_vectors
+from llmcourse.classify import (GPTClassifier, accuracy, add_classification_head, confusion_matrix, macro_f1,
+                                train_classifier)
 from llmcourse.data import load_plays
-from llmcourse.finetune import (GPTClassifier, accuracy, add_classification_head, collate_instructions,
-                                confusion_matrix, fit, macro_f1, respond, train_classifier)
+from llmcourse.finetune import fit
+from llmcourse.instruct import collate_instructions, respond
 from llmcourse.lora import add_lora
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.ngram import NGramModel
-from llmcourse.seq2seq import build_model, predict, reversal_pairs
+from llmcourse.seq2seq import build_model, predict
+from llmcourse.tasks import reversal_pairs
 from llmcourse.tokenizer import BPETokenizer
 from llmcourse.word2vec import analogy, nearest_neighbours
 

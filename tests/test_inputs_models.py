@@ -11,8 +11,7 @@ from llmcourse.encoder import BertModel, EncoderDecoder, encoder_config
 from llmcourse.generate import generate, next_token
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.muon import Muon, MuonWithAdamW
-from llmcourse.rnn import RNNConfig, RNNLanguageModel
-from llmcourse.seq2seq import RNNEncoderDecoder
+from llmcourse.rnn import RNNConfig, RNNEncoderDecoder, RNNLanguageModel
 from llmcourse.weights import gpt2_state_dict_to_ours, gpt2_tensor_shapes, load_gpt2_weights
 
 TINY = dict(vocab_size=50, context_length=16, d_model=32, n_heads=4, n_layers=1, dropout=0.0)
@@ -170,7 +169,7 @@ def test_bert_with_rotary_positions_has_no_position_table():
 @pytest.mark.parametrize("mask", [[[True, False, True]], [[True, True, False], [True, False, True]]])
 def test_the_rnn_encoder_refuses_a_padding_mask_with_a_hole(mask):
     torch.manual_seed(0)
-    model = RNNEncoderDecoder(d_embed=8, hidden_size=8, attention_size=8).eval()
+    model = RNNEncoderDecoder(31, d_embed=8, hidden_size=8, attention_size=8).eval()
     mask = torch.tensor(mask)
     ids = torch.full(mask.shape, 5)
     with pytest.raises(ValueError, match="src_padding_mask has a real token \\(True\\) after padding \\(False\\)"):

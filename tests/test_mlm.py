@@ -4,14 +4,16 @@ saving and loading the encoder, and the [CLS] classifier."""
 import pytest
 import torch
 
+from llmcourse.course import bert_tokenizer
 from llmcourse.data import load_plays
 from llmcourse.encoder import BertModel
-from llmcourse.mlm import (IGNORE_INDEX, IS_NEXT, RANDOM_NEXT, SPECIAL_TOKENS, EncoderClassifier, EncoderHistory,
-                           EncoderSettings, SentencePair, bert_tokenizer, collate_pairs, load_encoder, mask_tokens,
-                           nsp_pairs, pack_pair, pretrain_encoder, save_encoder, split_speeches, with_cls_and_sep)
+from llmcourse.mlm import (IGNORE_INDEX, EncoderHistory, EncoderSettings, collate_pairs, load_encoder, mask_tokens,
+                           pack_pair, pretrain_encoder, save_encoder)
+from llmcourse.tasks import IS_NEXT, SentencePair, nsp_pairs
+import llmcourse.course as course
 import llmcourse.mlm as mlm
+from llmcourse.course import course_tokenizer
 from llmcourse.runtime import set_seed
-from llmcourse.train import course_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,15 +40,6 @@ def padded_batch(rows: int = 2000, length: int = 60, seed: int = 0) -> torch.Ten
         batch[row, :n] = torch.randint(0, PAD, (n,), generator=generator)
         batch[row, 0], batch[row, n // 2], batch[row, n] = CLS, SEP, SEP
     return batch
-
-
-def test_bert_tokenizer_adds_the_four_special_tokens_after_the_course_ids():
-    base, tokenizer = course_tokenizer(), bert_tokenizer()
-    assert tokenizer.vocab_size == base.vocab_size + 4
-    assert [tokenizer.special_tokens[t] for t in SPECIAL_TOKENS] == list(range(base.vocab_size, base.vocab_size + 4))
-    text = "To be, or not to be: that is the question.\n"
-    assert tokenizer.encode(text) == base.encode(text)
-    assert tokenizer.encode("[CLS] to be [MASK]", allowed_special="all")[0] == tokenizer.special_tokens["[CLS]"]
 
 
 def test_mask_tokens_chooses_fifteen_percent_of_each_rows_ordinary_tokens():
@@ -113,43 +106,6 @@ def test_mask_tokens_refuses_bad_input(kwargs, message):
         mask_tokens(**arguments)
 
 
-@pytest.mark.parametrize("split", ["val", "test"])
-def test_nsp_pairs_are_balanced_and_never_leave_their_split(plays, tokenizer, split):
-    pairs = nsp_pairs(plays, split, tokenizer, context_length=128, seed=0)
-    in_split = {p.play for p in plays if p.split == split}
-    labels = [p.label for p in pairs]
-    assert len(pairs) > 1000 and abs(labels.count(IS_NEXT) - labels.count(RANDOM_NEXT)) <= 1
-    assert all(p.a_play in in_split and p.b_play in in_split for p in pairs)
-    random_pairs = [p for p in pairs if p.label == RANDOM_NEXT]
-    assert sum(p.a_play != p.b_play for p in random_pairs) > 0.5 * len(random_pairs)  # B is drawn from every play
-
-
-def test_training_pairs_use_only_training_plays(plays, tokenizer):
-    pairs = nsp_pairs(plays, "train", tokenizer, context_length=128, seed=0)
-    in_split = {p.play for p in plays if p.split == "train"}
-    assert all(p.a_play in in_split and p.b_play in in_split for p in pairs)
-
-
-def test_is_next_pairs_are_consecutive_speeches_and_random_pairs_are_not(plays, tokenizer):
-    speeches = split_speeches(plays, "test", tokenizer)
-    pairs = nsp_pairs(plays, "test", tokenizer, context_length=128, seed=1)
-    for pair in pairs:
-        (a_first, a_stop), (b_first, b_stop) = pair.a_speeches, pair.b_speeches
-        assert pair.a_ids == tuple(i for _, ids in speeches[a_first:a_stop] for i in ids)
-        assert pair.b_ids == tuple(i for _, ids in speeches[b_first:b_stop] for i in ids)
-        assert len({play for play, _ in speeches[a_first:a_stop]}) == 1 and speeches[a_first][0] == pair.a_play
-        if pair.label == IS_NEXT:
-            assert b_first == a_stop and pair.b_play == pair.a_play
-        else:
-            assert b_first != a_stop
-
-
-def test_nsp_pairs_depend_on_the_seed_only(plays, tokenizer):
-    first = nsp_pairs(plays, "test", tokenizer, seed=3)
-    assert first == nsp_pairs(plays, "test", tokenizer, seed=3)
-    assert [p.label for p in first] != [p.label for p in nsp_pairs(plays, "test", tokenizer, seed=4)]
-
-
 def test_pack_pair_keeps_the_tokens_next_to_the_boundary():
     ids, segments = pack_pair(list(range(10, 30)), list(range(50, 54)), CLS, SEP, context_length=16)
     assert ids == [CLS, *range(21, 30), SEP, 50, 51, 52, 53, SEP]  # A lost its start, B was short enough
@@ -195,9 +151,9 @@ def tiny_settings(**overrides) -> EncoderSettings:
 
 def test_pretrain_encoder_records_both_losses_and_masked_lm_alone_ignores_nsp():
     torch.manual_seed(0)
-    _, _, history = pretrain_encoder(tiny_settings(), device="cpu", progress=False)
+    _, _, history = pretrain_encoder(tiny_settings(), bert_tokenizer(), device="cpu", progress=False)
     assert len(history.mlm_loss) == len(history.nsp_loss) == 3 and history.eval_steps == [0, 2, 3]
-    model, _, _ = pretrain_encoder(tiny_settings(nsp=False), device="cpu", progress=False)
+    model, _, _ = pretrain_encoder(tiny_settings(nsp=False), bert_tokenizer(), device="cpu", progress=False)
     set_seed(0)
     untrained = BertModel(tiny_settings().model_config())
     assert torch.equal(model.nsp_head.weight, untrained.nsp_head.weight)  # no NSP loss, no NSP gradient
@@ -223,35 +179,24 @@ def test_saved_encoder_loads_identically_and_a_corrupt_file_is_refused(tmp_path)
         load_encoder(tmp_path / "elsewhere")
 
 
-def test_encoder_classifier_reads_cls_and_sep_framed_passages(tokenizer):
-    set_seed(0)
-    encoder = BertModel(tiny_settings().model_config())
-    ids = with_cls_and_sep(torch.tensor([[5, 6, 7], [8, 9, 10]]), tokenizer)
-    assert ids[:, 0].eq(tokenizer.special_tokens["[CLS]"]).all() and ids[:, -1].eq(tokenizer.special_tokens["[SEP]"]).all()
-    classifier = EncoderClassifier(encoder, n_classes=3, seed=0)
-    assert classifier(ids).shape == (2, 3)
-    with pytest.raises(ValueError, match="at least 2 classes"):
-        EncoderClassifier(encoder, n_classes=1)
-
-
 def test_an_untrained_encoder_counts_as_stalled():
-    tokenizer = mlm.bert_tokenizer()
-    model = BertModel(mlm.COURSE_ENCODER_SETTINGS.model_config()).eval()
+    tokenizer = course.bert_tokenizer()
+    model = BertModel(course.COURSE_ENCODER_SETTINGS.model_config()).eval()
     assert mlm.has_stalled(model, tokenizer)
 
 
 def test_a_stalled_pretraining_starts_again_with_the_next_seed(monkeypatch, capsys):
     trained = []
-    monkeypatch.setattr(mlm, "pretrain_encoder", lambda settings, device, progress: trained.append(settings.seed)
+    monkeypatch.setattr(mlm, "pretrain_encoder", lambda settings, tokenizer, device, progress: trained.append(settings.seed)
                         or (f"model {settings.seed}", "tokenizer", mlm.EncoderHistory(seed=settings.seed)))
     monkeypatch.setattr(mlm, "has_stalled", lambda model, tokenizer: model == "model 5")
-    model, _, history, seed = mlm.pretrain_until_healthy(mlm.EncoderSettings(seed=5), progress=False)
+    model, _, history, seed = mlm.pretrain_until_healthy(mlm.EncoderSettings(seed=5), "tokenizer", progress=False)
     assert trained == [5, 6] and model == "model 6" and seed == history.seed == 6
     assert "seed 5 stalled" in capsys.readouterr().out
 
 
 def test_pretraining_that_always_stalls_says_what_to_change(monkeypatch):
-    monkeypatch.setattr(mlm, "pretrain_encoder", lambda settings, device, progress: ("model", "tokenizer", None))
+    monkeypatch.setattr(mlm, "pretrain_encoder", lambda settings, tokenizer, device, progress: ("model", "tokenizer", None))
     monkeypatch.setattr(mlm, "has_stalled", lambda model, tokenizer: True)
     with pytest.raises(RuntimeError, match=r"stalled with seeds 0 to 2; lower max_lr=0.002 or lengthen warmup"):
-        mlm.pretrain_until_healthy(mlm.EncoderSettings(), progress=False)
+        mlm.pretrain_until_healthy(mlm.EncoderSettings(), "tokenizer", progress=False)

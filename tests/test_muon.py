@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from llmcourse.data import create_dataloader
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.muon import Muon, MuonWithAdamW, orthogonalize
 from llmcourse.train import lr_at, train
-from llmcourse.data import create_dataloader
 
 
 def test_orthogonalize_pulls_every_singular_value_near_one():

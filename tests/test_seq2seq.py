@@ -6,10 +6,11 @@ import torch
 from llmcourse.data import load_plays
 from llmcourse.encoder import EncoderDecoder
 from llmcourse.model import GPTConfig
+from llmcourse.rnn import RNNEncoderDecoder
 from llmcourse.runtime import threads
-from llmcourse.seq2seq import (BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, Pair, RNNEncoderDecoder, decode, encode,
-                               make_batch, normalise_line, predict, reversal_pairs, reverse_words, scores,
-                               scores_by_length, char_accuracy, train_seq2seq, warmup_lr, play_speeches)
+from llmcourse.seq2seq import (BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, char_accuracy, decode, encode, make_batch, predict,
+                               scores, scores_by_length, train_seq2seq, warmup_lr)
+from llmcourse.tasks import Pair, reversal_pairs
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def plays():
 
 def tiny_rnn(attention: bool, seed: int = 0) -> RNNEncoderDecoder:
     torch.manual_seed(seed)
-    return RNNEncoderDecoder(d_embed=16, hidden_size=32, attention=attention, attention_size=16).eval()
+    return RNNEncoderDecoder(VOCAB_SIZE, d_embed=16, hidden_size=32, attention=attention, attention_size=16).eval()
 
 
 def tiny_transformer(seed: int = 0) -> EncoderDecoder:
@@ -30,43 +31,6 @@ def tiny_transformer(seed: int = 0) -> EncoderDecoder:
 
 
 MODELS = {"rnn": lambda: tiny_rnn(False), "rnn+attention": lambda: tiny_rnn(True), "transformer": tiny_transformer}
-
-
-def test_reversing_twice_gives_the_source_back():
-    for text in ["to be or not to be", "o", "the king's men"]:
-        assert reverse_words(reverse_words(text)) == text
-    assert reverse_words("to be or not") == "not or be to"
-
-
-def test_normalise_line_keeps_lower_case_words_and_apostrophes():
-    assert normalise_line("O, Romeo! 'Tis thou -- ROMEO?") == "o romeo tis thou romeo"
-    assert normalise_line("What's  there?") == "what's there"
-
-
-def test_pairs_are_exact_reversals_of_words_from_their_own_split(plays):
-    for split in ("train", "val", "test"):
-        pairs = reversal_pairs(plays, split, 300, seed=1)
-        assert len({p.source for p in pairs}) == 300
-        split_plays = {p.play for p in plays if p.split == split}
-        texts = {p.play: " " + " ".join(" ".join(words) for words in play_speeches(p)) + " " for p in plays}
-        for pair in pairs:
-            assert pair.target == reverse_words(pair.source) and reverse_words(pair.target) == pair.source
-            assert pair.play in split_plays
-            assert f" {pair.source} " in texts[pair.play]
-            assert 10 <= len(pair.source) <= 50 and len(pair.source.split()) >= 2
-
-
-def test_splits_share_no_play_and_lengths_cover_the_range(plays):
-    seen = {split: {p.play for p in reversal_pairs(plays, split, 400, seed=0)} for split in ("train", "val", "test")}
-    assert not seen["train"] & seen["val"] and not seen["train"] & seen["test"] and not seen["val"] & seen["test"]
-    lengths = [len(p.source) for p in reversal_pairs(plays, "val", 1000, seed=0)]
-    for low in range(10, 50, 10):  # every decade of lengths gets a fair share (uniform would be 25 %)
-        assert sum(low <= n < low + 10 for n in lengths) > 0.15 * len(lengths)
-
-
-def test_pairs_are_reproducible_from_the_seed(plays):
-    assert reversal_pairs(plays, "val", 50, seed=3) == reversal_pairs(plays, "val", 50, seed=3)
-    assert reversal_pairs(plays, "val", 50, seed=3) != reversal_pairs(plays, "val", 50, seed=4)
 
 
 def test_encode_decode_round_trip_and_batch_layout():

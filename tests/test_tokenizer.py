@@ -13,17 +13,9 @@ from hypothesis import strategies as st
 from llmcourse import tokenizer as tokenizer_module
 
 from llmcourse.data import load_shakespeare
-from llmcourse.tokenizer import (
-    ENDOFTEXT,
-    GPT2_RANKS_PATH,
-    GPT2_SPLIT_PATTERN,
-    MAX_TRAIN_PIECE,
-    UNKNOWN,
-    BPETokenizer,
-    SimpleTokenizer,
-    gpt2_encoding,
-    load_gpt2_ranks,
-)
+from llmcourse.simple_tokenizer import SimpleTokenizer
+from llmcourse.tokenizer import (ENDOFTEXT, GPT2_RANKS_PATH, GPT2_SPLIT_PATTERN, MAX_TRAIN_PIECE, BPETokenizer,
+                                 gpt2_encoding, load_gpt2_ranks)
 
 HARD_STRINGS = [
     "",
@@ -252,21 +244,6 @@ def test_gpt2_ranks_have_50256_tokens():
     ranks = load_gpt2_ranks()
     assert len(ranks) == 50256
     assert sorted(ranks.values()) == list(range(50256))
-
-
-def test_simple_tokenizer_maps_unknown_words_to_unk():
-    tokenizer = SimpleTokenizer.from_text("To be, or not to be: that is the question.")
-    ids = tokenizer.encode(f"To be a king {ENDOFTEXT} or not")
-    words = [tokenizer.id_to_str[i] for i in ids]
-    assert words == ["To", "be", UNKNOWN, UNKNOWN, ENDOFTEXT, "or", "not"]
-    assert tokenizer.decode(tokenizer.encode("To be, or not to be: that is the question.")) == \
-        "To be, or not to be: that is the question."
-
-
-def test_simple_tokenizer_decode_of_unknown_id_raises():
-    tokenizer = SimpleTokenizer.from_text("a b c")
-    with pytest.raises(ValueError, match="not in the vocabulary"):
-        tokenizer.decode([tokenizer.vocab_size])
 
 
 # --- inputs that used to be accepted silently -----------------------------------------------------

@@ -1,6 +1,5 @@
 """Tests of llmcourse.train: losses, schedule, optimizer groups, the training loop, resuming, the course model."""
 
-import dataclasses
 import math
 import time
 
@@ -8,14 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import llmcourse.train as train_module
+from llmcourse.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
 from llmcourse.data import create_dataloader, load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
 from llmcourse.runtime import set_seed, threads
-from llmcourse.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
-from llmcourse.train import (PretrainSettings, bits_per_byte, configure_optimizer,
-                             course_model, cross_entropy, evaluate, evaluate_bits_per_byte,
-                             lr_at, perplexity, train, weight_decay_groups)
+from llmcourse.train import (bits_per_byte, configure_optimizer, cross_entropy, evaluate, evaluate_bits_per_byte, lr_at,
+                             perplexity, train, weight_decay_groups)
 
 CONTEXT = 16
 
@@ -217,31 +214,6 @@ def test_resumed_training_continues_exactly_like_an_unbroken_run(tmp_path, byte_
 
 
 # --- the course model ------------------------------------------------------------------------------
-
-
-def test_course_model_pretrains_once_then_loads_from_the_cache(tmp_path, monkeypatch):
-    settings = PretrainSettings(vocab_size=300, context_length=16, d_model=32, n_heads=4, n_layers=1,
-                                batch_size=4, max_steps=3, warmup_steps=1, eval_every=2, eval_windows=4)
-    monkeypatch.setattr(train_module, "COURSE_SETTINGS", settings)
-    monkeypatch.setattr(train_module, "COURSE_MODEL_DIR", tmp_path / "course_gpt")
-    monkeypatch.setattr(train_module, "load_shakespeare", lambda split: load_shakespeare(split)[:20_000])
-    model, tokenizer = course_model(device="cpu")
-    assert not model.training and tokenizer.vocab_size == 300
-    monkeypatch.setattr(train_module, "pretrain_course_model", lambda *args, **kwargs: pytest.fail("retrained"))
-    again, _ = course_model(device="cpu")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-
-
-
-def test_course_tokenizer_without_a_cached_model_trains_the_same_tokenizer_every_time(tmp_path, monkeypatch):
-    import llmcourse.train as train_module
-    monkeypatch.setattr(train_module, "COURSE_MODEL_DIR", tmp_path / "empty")
-    monkeypatch.setattr(train_module, "load_shakespeare", lambda split: load_shakespeare(split)[:30_000])
-    monkeypatch.setattr(train_module, "COURSE_SETTINGS", dataclasses.replace(train_module.COURSE_SETTINGS, vocab_size=300))
-    alone = train_module.course_tokenizer()
-    again = train_module.course_tokenizer()
-    text = load_shakespeare("val")[:5_000]
-    assert alone.vocab_size == 300 and alone.encode(text) == again.encode(text)
 
 
 def test_a_budget_of_cpu_seconds_trains_on_one_thread_and_restores_the_count(byte_ids):

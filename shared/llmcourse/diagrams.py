@@ -1,4 +1,4 @@
-"""Drawn figures of the model's structure (used in chapters 3-5).
+"""Drawn figures of the model's structure (used in chapters 3-5), in the style of `llmcourse.drawing`.
 
 Each function returns a matplotlib Figure. The boxes carry the names used in the code
 (`tok_emb`, `norm1`, `attn`, `ff`, `out_head`, `W_query`, ...) and one colour per kind of part.
@@ -9,71 +9,13 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
+from matplotlib.patches import Rectangle
 
-COLOURS = {
-    "token": "#cfe2f3",      # text, token ids, embeddings
-    "attention": "#f9cb9c",  # attention and its projections
-    "ff": "#b6d7a8",         # feed-forward
-    "norm": "#ffe599",       # layer norms
-    "output": "#d9d2e9",     # output head, logits, probabilities
-    "residual": "#999999",   # the residual stream (lines and + nodes)
-    "masked": "#eeeeee",     # positions a query may not see, or plain text
-}
-EDGE = "#444444"
-MONO = "DejaVu Sans Mono"
-
-
-def _canvas(width: float, height: float, ax: Axes | None = None, scale: float = 0.9) -> tuple[Figure, Axes]:
-    """An axes whose data units are drawing units (width x height), without frame or ticks."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(width * scale, height * scale))
-    else:
-        fig = ax.figure
-    ax.set_xlim(0, width)
-    ax.set_ylim(0, height)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    return fig, ax
-
-
-def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, kind: str,
-         fontsize: float = 10, mono: bool = True, **text_options) -> None:
-    """A rounded box centred at (x, y), filled with the colour of its kind, with a centred label."""
-    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
-                                facecolor=COLOURS[kind], edgecolor=EDGE, linewidth=1.0, zorder=2))
-    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, zorder=3,
-            family=MONO if mono else None, **text_options)
-
-
-def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], colour: str = EDGE,
-           width: float = 1.2, dashed: bool = False, curve: float = 0.0) -> None:
-    """An arrow from start to end (straight, or bent by `curve`)."""
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, color=colour,
-                                 linewidth=width, linestyle="--" if dashed else "-", zorder=1,
-                                 shrinkA=0, shrinkB=0, connectionstyle=f"arc3,rad={curve}"))
-
-
-def _line(ax: Axes, points: list[tuple[float, float]], colour: str = EDGE, width: float = 1.2) -> None:
-    """A polyline through the points (the part of a path before its arrow head)."""
-    xs, ys = zip(*points)
-    ax.plot(xs, ys, color=colour, linewidth=width, zorder=1, solid_capstyle="butt")
-
-
-def _plus(ax: Axes, x: float, y: float, radius: float = 0.2) -> None:
-    """The + node where a branch is added back into the residual stream."""
-    ax.add_patch(Circle((x, y), radius, facecolor="white", edgecolor=COLOURS["residual"], linewidth=2, zorder=2))
-    ax.text(x, y, "+", ha="center", va="center", fontsize=13, fontweight="bold", zorder=3)
-
-
-def _shape(ax: Axes, x: float, y: float, text: str) -> None:
-    """A tensor shape written beside the path, in grey."""
-    ax.text(x, y, text, ha="left", va="center", fontsize=9, family=MONO, color="#555555")
-
+from llmcourse.drawing import COLOURS, EDGE, MONO, allowed_grid, arrow, box, canvas, line, plus, shape, split_bar
 
 def draw_text_to_logits() -> Figure:
     """The forward pass for one text: token ids, embeddings, blocks, final norm, logits, probabilities."""
-    fig, ax = _canvas(9.0, 11.2)
+    fig, ax = canvas(9.0, 11.2)
     x, w = 3.2, 4.4
     steps = [  # (y, label, kind, shape written on the right)
         (10.5, '"To be or not"', "masked", "text"),
@@ -83,26 +25,26 @@ def draw_text_to_logits() -> Figure:
         (3.1, "out_head", "output", "(T, vocab_size)   logits"),
         (1.4, "softmax of the last row", "output", "(vocab_size,)\nnext-token probabilities"),
     ]
-    for y, label, kind, shape in steps:
+    for y, label, kind, size in steps:
         height = 1.0 if "\n" in label else 0.7
-        _box(ax, x, y, w, height, label, "attention" if kind == "residual" else kind, fontsize=10)
-        _shape(ax, x + w / 2 + 0.25, y, shape)
-    _box(ax, x - 1.2, 7.6, 1.9, 0.7, "tok_emb", "token")
-    _box(ax, x + 1.2, 7.6, 1.9, 0.7, "pos_emb", "token")
-    _shape(ax, x + w / 2 + 0.25, 7.6, "(T, d_model) each")
-    _plus(ax, x, 6.85)
+        box(ax, x, y, w, height, label, "attention" if kind == "residual" else kind, fontsize=10)
+        shape(ax, x + w / 2 + 0.25, y, size)
+    box(ax, x - 1.2, 7.6, 1.9, 0.7, "tok_emb", "token")
+    box(ax, x + 1.2, 7.6, 1.9, 0.7, "pos_emb", "token")
+    shape(ax, x + w / 2 + 0.25, 7.6, "(T, d_model) each")
+    plus(ax, x, 6.85)
     ax.text(x + 0.1, 9.8, "tokenizer", fontsize=8, style="italic", ha="left", va="center")
-    _arrow(ax, (x, 10.15), (x, 9.45))
-    _arrow(ax, (x - 1.2, 8.75), (x - 1.2, 7.95))
+    arrow(ax, (x, 10.15), (x, 9.45))
+    arrow(ax, (x - 1.2, 8.75), (x - 1.2, 7.95))
     ax.text(x - 1.1, 8.35, "look up rows", fontsize=8, style="italic", ha="left", va="center")
-    _arrow(ax, (x + 1.2, 8.75), (x + 1.2, 7.95))
+    arrow(ax, (x + 1.2, 8.75), (x + 1.2, 7.95))
     ax.text(x + 1.3, 8.35, "positions 0..T-1", fontsize=8, style="italic", ha="left", va="center")
-    _arrow(ax, (x - 1.2, 7.25), (x - 0.2, 6.9))
-    _arrow(ax, (x + 1.2, 7.25), (x + 0.2, 6.9))
-    _arrow(ax, (x, 6.65), (x, 6.4))
-    _arrow(ax, (x, 5.4), (x, 4.75))
-    _arrow(ax, (x, 4.05), (x, 3.45))
-    _arrow(ax, (x, 2.75), (x, 1.75))
+    arrow(ax, (x - 1.2, 7.25), (x - 0.2, 6.9))
+    arrow(ax, (x + 1.2, 7.25), (x + 0.2, 6.9))
+    arrow(ax, (x, 6.65), (x, 6.4))
+    arrow(ax, (x, 5.4), (x, 4.75))
+    arrow(ax, (x, 4.05), (x, 3.45))
+    arrow(ax, (x, 2.75), (x, 1.75))
     ax.text(x + 0.1, 2.25, "keep the last position's row", fontsize=8, style="italic", ha="left", va="center")
     ax.set_title("From text to next-token probabilities", fontsize=12)
     return fig
@@ -110,40 +52,40 @@ def draw_text_to_logits() -> Figure:
 
 def draw_transformer_block(pre_norm: bool = True, ax: Axes | None = None) -> Figure:
     """One transformer block: pre-norm x + f(norm(x)) as in GPT-2, or post-norm norm(x + f(x)) as in 2017."""
-    fig, ax = _canvas(5.6, 9.6, ax)
+    fig, ax = canvas(5.6, 9.6, ax)
     stream, branch = 1.4, 3.8
     grey, bw, bh = COLOURS["residual"], 2.4, 0.7
 
     def sublayer(split: float, top: float, boxes: list[tuple[float, str, str]]) -> None:
         # The branch leaves the stream at `split`, passes its boxes and is added back at `top`.
-        _line(ax, [(stream, split), (branch, split)], EDGE)
-        _arrow(ax, (branch, split), (branch, boxes[0][0] - bh / 2))
+        line(ax, [(stream, split), (branch, split)], EDGE)
+        arrow(ax, (branch, split), (branch, boxes[0][0] - bh / 2))
         for (y, label, kind), following in zip(boxes, boxes[1:] + [(None, None, None)]):
-            _box(ax, branch, y, bw, bh, label, kind, fontsize=11)
+            box(ax, branch, y, bw, bh, label, kind, fontsize=11)
             if following[0] is not None:
-                _arrow(ax, (branch, y + bh / 2), (branch, following[0] - bh / 2))
-        _line(ax, [(branch, boxes[-1][0] + bh / 2), (branch, top)], EDGE)
-        _arrow(ax, (branch, top), (stream + 0.2, top))
-        _plus(ax, stream, top)
+                arrow(ax, (branch, y + bh / 2), (branch, following[0] - bh / 2))
+        line(ax, [(branch, boxes[-1][0] + bh / 2), (branch, top)], EDGE)
+        arrow(ax, (branch, top), (stream + 0.2, top))
+        plus(ax, stream, top)
 
     ax.text(stream, 0.25, "x  (T, d_model)", ha="center", va="center", fontsize=10, family=MONO)
     if pre_norm:
-        _line(ax, [(stream, 0.5), (stream, 3.7)], grey, 3)
+        line(ax, [(stream, 0.5), (stream, 3.7)], grey, 3)
         sublayer(1.0, 3.9, [(1.8, "norm1", "norm"), (2.9, "attn", "attention")])
-        _line(ax, [(stream, 4.1), (stream, 7.2)], grey, 3)
+        line(ax, [(stream, 4.1), (stream, 7.2)], grey, 3)
         sublayer(4.5, 7.4, [(5.3, "norm2", "norm"), (6.4, "ff", "ff")])
-        _arrow(ax, (stream, 7.6), (stream, 9.0), grey, 3)
+        arrow(ax, (stream, 7.6), (stream, 9.0), grey, 3)
         title, formula = "pre-norm (GPT-2)", "x + attn(norm1(x))\nthen x + ff(norm2(x))"
     else:
-        _line(ax, [(stream, 0.5), (stream, 3.0)], grey, 3)
+        line(ax, [(stream, 0.5), (stream, 3.0)], grey, 3)
         sublayer(1.0, 3.2, [(2.1, "attn", "attention")])
-        _arrow(ax, (stream, 3.4), (stream, 3.65), grey, 3)
-        _box(ax, stream, 4.0, 1.6, bh, "norm1", "norm", fontsize=11)
-        _line(ax, [(stream, 4.35), (stream, 6.6)], grey, 3)
+        arrow(ax, (stream, 3.4), (stream, 3.65), grey, 3)
+        box(ax, stream, 4.0, 1.6, bh, "norm1", "norm", fontsize=11)
+        line(ax, [(stream, 4.35), (stream, 6.6)], grey, 3)
         sublayer(4.9, 6.8, [(5.8, "ff", "ff")])
-        _arrow(ax, (stream, 7.0), (stream, 7.25), grey, 3)
-        _box(ax, stream, 7.6, 1.6, bh, "norm2", "norm", fontsize=11)
-        _arrow(ax, (stream, 7.95), (stream, 9.0), grey, 3)
+        arrow(ax, (stream, 7.0), (stream, 7.25), grey, 3)
+        box(ax, stream, 7.6, 1.6, bh, "norm2", "norm", fontsize=11)
+        arrow(ax, (stream, 7.95), (stream, 9.0), grey, 3)
         title, formula = "post-norm (2017)", "norm1(x + attn(x))\nthen norm2(x + ff(x))"
     ax.text(stream, 9.25, "to the next block", ha="center", va="center", fontsize=9)
     ax.text(0.35, 5.3, "residual stream", rotation=90, ha="center", va="center", fontsize=9, color="#666666")
@@ -168,67 +110,46 @@ def draw_gpt_stack(n_layers: int = 4) -> Figure:
         raise ValueError(f"n_layers must be at least 1, got {n_layers}")
     shown = list(range(n_layers)) if n_layers <= 5 else [0, 1, None, n_layers - 1]
     height = 6.2 + 1.0 * len(shown)
-    fig, ax = _canvas(9.0, height, scale=0.8)
+    fig, ax = canvas(9.0, height, scale=0.8)
     x, w, grey = 4.6, 4.0, COLOURS["residual"]
     y = 0.4
     ax.text(x, y, "token ids  (T,)", ha="center", va="center", fontsize=10, family=MONO)
-    _arrow(ax, (x, y + 0.25), (x, y + 0.85))
+    arrow(ax, (x, y + 0.25), (x, y + 0.85))
     y += 1.2
-    _box(ax, x - 1.05, y, 1.8, 0.7, "tok_emb", "token")
-    _box(ax, x + 1.05, y, 1.8, 0.7, "pos_emb", "token")
+    box(ax, x - 1.05, y, 1.8, 0.7, "tok_emb", "token")
+    box(ax, x + 1.05, y, 1.8, 0.7, "pos_emb", "token")
     emb_y = y
     y += 1.0
-    _plus(ax, x, y)
-    _line(ax, [(x - 1.05, emb_y + 0.35), (x - 0.2, y)])
-    _line(ax, [(x + 1.05, emb_y + 0.35), (x + 0.2, y)])
+    plus(ax, x, y)
+    line(ax, [(x - 1.05, emb_y + 0.35), (x - 0.2, y)])
+    line(ax, [(x + 1.05, emb_y + 0.35), (x + 0.2, y)])
     first_block = y + 0.5
     for layer in shown:
         y += 1.0
         if layer is None:
             ax.text(x, y, "...", ha="center", va="center", fontsize=16)
             continue
-        _box(ax, x, y, w, 0.7, f"blocks[{layer}]: norm1 attn norm2 ff", "attention", fontsize=9)
+        box(ax, x, y, w, 0.7, f"blocks[{layer}]: norm1 attn norm2 ff", "attention", fontsize=9)
     last_block = y + 0.35
-    _line(ax, [(x, first_block - 0.3), (x, last_block + 0.5)], grey, 3)
+    line(ax, [(x, first_block - 0.3), (x, last_block + 0.5)], grey, 3)
     ax.text(x + w / 2 + 0.2, (first_block + last_block) / 2,
             f"n_layers = {n_layers} blocks\non the residual stream\n(T, d_model)",
             ha="left", va="center", fontsize=9, family=MONO, color="#555555")
     y += 1.2
-    _arrow(ax, (x, last_block + 0.5), (x, y - 0.35), grey, 3)
-    _box(ax, x, y, w, 0.7, "final_norm", "norm")
+    arrow(ax, (x, last_block + 0.5), (x, y - 0.35), grey, 3)
+    box(ax, x, y, w, 0.7, "final_norm", "norm")
     y += 1.2
-    _arrow(ax, (x, y - 0.85), (x, y - 0.35))
-    _box(ax, x, y, w, 0.7, "out_head", "output")
+    arrow(ax, (x, y - 0.85), (x, y - 0.35))
+    box(ax, x, y, w, 0.7, "out_head", "output")
     head_y = y
     y += 1.0
-    _arrow(ax, (x, y - 0.65), (x, y - 0.15))
+    arrow(ax, (x, y - 0.65), (x, y - 0.15))
     ax.text(x, y + 0.05, "logits  (T, vocab_size)", ha="center", va="center", fontsize=10, family=MONO)
-    _arrow(ax, (x - w / 2, head_y), (x - 1.05 - 0.9, emb_y), COLOURS["output"], 2, dashed=True, curve=0.3)
+    arrow(ax, (x - w / 2, head_y), (x - 1.05 - 0.9, emb_y), COLOURS["output"], 2, dashed=True, curve=0.3)
     ax.text(x - w / 2 - 1.4, (head_y + emb_y) / 2, "tied:\nout_head.weight\nis tok_emb.weight\n(vocab_size,\n d_model)",
             ha="right", va="center", fontsize=8.5, family=MONO, color="#555555")
     ax.set_title(f"The GPT: embeddings, {n_layers} blocks, final norm, output head", fontsize=11, pad=14)
     return fig
-
-
-def _allowed_grid(ax: Axes, allowed, mark_size: float = 11, gap: float = 2.0) -> None:
-    """Cells of (query row, key column) pairs: coloured with ✓ where allowed[row][col] is true, grey with × not.
-
-    `allowed` is anything indexed [row][col] (nested lists, a bool tensor); the axes get no frame or tick marks.
-    """
-    n_rows, n_cols = len(allowed), len(allowed[0])
-    for row in range(n_rows):
-        for col in range(n_cols):
-            seen = bool(allowed[row][col])
-            ax.add_patch(Rectangle((col, row), 1, 1, facecolor=COLOURS["attention" if seen else "masked"],
-                                   edgecolor="white", linewidth=gap))
-            ax.text(col + 0.5, row + 0.5, "✓" if seen else "×", ha="center", va="center",
-                    fontsize=mark_size, color=EDGE if seen else "#aaaaaa")
-    ax.set_xlim(0, n_cols)
-    ax.set_ylim(n_rows, 0)
-    ax.set_aspect("equal")
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
 
 
 def draw_causal_mask(tokens: list[str] | None = None) -> Figure:
@@ -238,7 +159,7 @@ def draw_causal_mask(tokens: list[str] | None = None) -> Figure:
         raise ValueError("tokens must be a non-empty list of strings")
     n = len(tokens)
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.2 + 0.6 * n))
-    _allowed_grid(ax, [[col <= row for col in range(n)] for row in range(n)])
+    allowed_grid(ax, [[col <= row for col in range(n)] for row in range(n)])
     ax.set_xticks([i + 0.5 for i in range(n)], tokens)
     ax.set_yticks([i + 0.5 for i in range(n)], tokens)
     ax.xaxis.tick_top()
@@ -272,7 +193,7 @@ def draw_encoder_decoder_masks(source_tokens: list[str], target_tokens: list[str
     fig, axes = plt.subplots(1, 3, figsize=(15, 5.2),
                              gridspec_kw={"width_ratios": [len(keys) for _, _, keys, *_ in panels]})
     for ax, (allowed, queries, keys, title, query_kind, key_kind) in zip(axes, panels):
-        _allowed_grid(ax, allowed, mark_size=7, gap=1.5)
+        allowed_grid(ax, allowed, mark_size=7, gap=1.5)
         ax.set_xticks([i + 0.5 for i in range(len(keys))], keys, rotation=90, family=MONO, fontsize=8)
         ax.set_yticks([i + 0.5 for i in range(len(queries))], queries, family=MONO, fontsize=8)
         ax.set_xlabel(f"key: {key_kind}")
@@ -283,46 +204,32 @@ def draw_encoder_decoder_masks(source_tokens: list[str], target_tokens: list[str
     return fig
 
 
-def _split_bar(ax: Axes, x: float, y: float, width: float, height: float, n_parts: int, kind: str,
-               labels: list[str]) -> list[float]:
-    """A (T, d_model) tensor drawn as a bar cut into n_parts column slices; returns the slice centres."""
-    part = width / n_parts
-    centres = []
-    for i in range(n_parts):
-        left = x - width / 2 + i * part
-        ax.add_patch(Rectangle((left, y - height / 2), part, height, facecolor=COLOURS[kind],
-                               edgecolor=EDGE, linewidth=1.0, zorder=2))
-        ax.text(left + part / 2, y, labels[i], ha="center", va="center", fontsize=8, family=MONO, zorder=3)
-        centres.append(left + part / 2)
-    return centres
-
-
 def draw_heads(n_heads: int = 4) -> Figure:
     """Multi-head attention: one projection split into n_heads slices, attended separately, merged."""
     if not 1 <= n_heads <= 12:
         raise ValueError(f"n_heads must be between 1 and 12 to draw, got {n_heads}")
     width = max(8.0, 1.6 * n_heads + 3.0)
-    fig, ax = _canvas(width, 9.0, scale=0.8)
+    fig, ax = canvas(width, 9.0, scale=0.8)
     x, bar = width / 2 - 0.6, 1.45 * n_heads
     slices = [f"h{i}" for i in range(n_heads)]
     right = x + max(bar, 4.0) / 2 + 0.3
     ax.text(x, 8.6, "x  (T, d_model)", ha="center", va="center", fontsize=10, family=MONO)
-    _arrow(ax, (x, 8.35), (x, 7.95))
-    _box(ax, x, 7.6, 4.0, 0.7, "W_query  W_key  W_value", "attention")
-    _arrow(ax, (x, 7.25), (x, 6.75))
-    centres = _split_bar(ax, x, 6.4, bar, 0.6, n_heads, "attention", slices)
-    _shape(ax, right, 6.4, "q, k, v: (T, d_model) each,\ncut into n_heads slices\nof head_dim columns")
+    arrow(ax, (x, 8.35), (x, 7.95))
+    box(ax, x, 7.6, 4.0, 0.7, "W_query  W_key  W_value", "attention")
+    arrow(ax, (x, 7.25), (x, 6.75))
+    centres = split_bar(ax, x, 6.4, bar, 0.6, n_heads, "attention", slices)
+    shape(ax, right, 6.4, "q, k, v: (T, d_model) each,\ncut into n_heads slices\nof head_dim columns")
     for c in centres:
-        _arrow(ax, (c, 6.1), (c, 5.15))
-        _box(ax, c, 4.7, 1.3, 0.9, "softmax(\nq kᵀ/√hd\n) · v", "attention", fontsize=7.5)
-        _arrow(ax, (c, 4.25), (c, 3.3))
-    _shape(ax, right, 4.7, f"{n_heads} heads, each on its own\nslice: (T, head_dim)")
-    _split_bar(ax, x, 3.0, bar, 0.6, n_heads, "attention", slices)
-    _shape(ax, right, 3.0, "concatenated back:\n(T, d_model)")
-    _arrow(ax, (x, 2.7), (x, 2.25))
-    _box(ax, x, 1.9, 2.4, 0.7, "out_proj", "attention")
-    _shape(ax, right, 1.9, "mixes the heads")
-    _arrow(ax, (x, 1.55), (x, 1.05))
+        arrow(ax, (c, 6.1), (c, 5.15))
+        box(ax, c, 4.7, 1.3, 0.9, "softmax(\nq kᵀ/√hd\n) · v", "attention", fontsize=7.5)
+        arrow(ax, (c, 4.25), (c, 3.3))
+    shape(ax, right, 4.7, f"{n_heads} heads, each on its own\nslice: (T, head_dim)")
+    split_bar(ax, x, 3.0, bar, 0.6, n_heads, "attention", slices)
+    shape(ax, right, 3.0, "concatenated back:\n(T, d_model)")
+    arrow(ax, (x, 2.7), (x, 2.25))
+    box(ax, x, 1.9, 2.4, 0.7, "out_proj", "attention")
+    shape(ax, right, 1.9, "mixes the heads")
+    arrow(ax, (x, 1.55), (x, 1.05))
     ax.text(x, 0.8, "output  (T, d_model)", ha="center", va="center", fontsize=10, family=MONO)
     ax.text(x, 0.3, "hd = head_dim = d_model / n_heads", ha="center", va="center", fontsize=8.5,
             family=MONO, color="#555555")
@@ -337,11 +244,11 @@ def draw_kv_cache(step: int = 3) -> Figure:
     n = step + 1
     cell, left = 1.0, 3.2
     width = left + n * cell + 4.4
-    fig, ax = _canvas(width, 5.4, scale=0.85)
+    fig, ax = canvas(width, 5.4, scale=0.85)
     ax.text(left - 0.3, 4.8, "tokens", ha="right", va="center", fontsize=10)
     for i in range(n):
         new = i == step
-        _box(ax, left + i * cell + cell / 2, 4.8, cell * 0.85, 0.6, f"t{i}", "token" if new else "masked",
+        box(ax, left + i * cell + cell / 2, 4.8, cell * 0.85, 0.6, f"t{i}", "token" if new else "masked",
              fontsize=10, fontweight="bold" if new else "normal")
     for y, letter, name in [(3.3, "k", "keys cache"), (2.3, "v", "values cache")]:
         ax.text(left - 0.3, y, name, ha="right", va="center", fontsize=10)
@@ -353,21 +260,21 @@ def draw_kv_cache(step: int = 3) -> Figure:
             ax.text(left + i * cell + cell / 2, y, f"{letter}{i}", ha="center", va="center",
                     fontsize=10, family=MONO, zorder=3)
     new_x = left + step * cell + cell / 2
-    _arrow(ax, (new_x, 4.5), (new_x, 3.7))
+    arrow(ax, (new_x, 4.5), (new_x, 3.7))
     ax.text(new_x + 0.1, 4.1, "W_key, W_value", ha="left", va="center", fontsize=8, family=MONO)
     ax.text(left + step * cell / 2, 3.95, f"kept from steps 0..{step - 1}", ha="center", va="center",
             fontsize=8.5, style="italic", color="#555555")
     end = left + n * cell
     qx = end + 2.6
-    _box(ax, qx, 4.8, 1.2, 0.6, f"q{step}", "attention", fontsize=10)
-    _arrow(ax, (new_x + cell * 0.45, 4.8), (qx - 0.6, 4.8))
+    box(ax, qx, 4.8, 1.2, 0.6, f"q{step}", "attention", fontsize=10)
+    arrow(ax, (new_x + cell * 0.45, 4.8), (qx - 0.6, 4.8))
     ax.text((new_x + cell * 0.45 + qx - 0.6) / 2, 4.95, "W_query", ha="center", va="bottom", fontsize=8, family=MONO)
-    _arrow(ax, (qx, 4.5), (end + 0.05, 3.3), EDGE, curve=-0.2)
+    arrow(ax, (qx, 4.5), (end + 0.05, 3.3), EDGE, curve=-0.2)
     ax.text(qx - 0.1, 3.55, f"scores q{step}·k0..k{step},\nsoftmax: {n} weights", ha="left", va="center",
             fontsize=8.5, family=MONO)
-    _arrow(ax, (end + 0.05, 2.3), (qx, 1.2), EDGE, curve=0.2)
+    arrow(ax, (end + 0.05, 2.3), (qx, 1.2), EDGE, curve=0.2)
     ax.text(qx - 0.1, 2.2, f"weighted sum\nof v0..v{step}", ha="left", va="center", fontsize=8.5, family=MONO)
-    _box(ax, qx, 0.9, 2.2, 0.6, f"output for t{step}", "attention", fontsize=10)
+    box(ax, qx, 0.9, 2.2, 0.6, f"output for t{step}", "attention", fontsize=10)
     ax.text(left + n * cell / 2, 0.9, f"step {step}: one new row of q, k, v;\n"
             "earlier keys and values are reused,\nnot recomputed", ha="center", va="center", fontsize=9)
     ax.set_title(f"Generating with a key-value cache: step {step}", fontsize=11)
@@ -384,26 +291,26 @@ def _post_norm_block(ax: Axes, x: float, bottom: float, name: str, rows: list[tu
     ax.add_patch(Rectangle((x - 2.0, bottom - 0.1), 4.0, height, fill=False, edgecolor=COLOURS["residual"],
                            linestyle="--"))
     ax.text(x - 1.9, bottom + height - 0.3, name, fontsize=8, family=MONO, color="#555555")
-    _arrow(ax, (path, bottom - 0.45), (path, bottom + 0.1))
+    arrow(ax, (path, bottom - 0.45), (path, bottom + 0.1))
     for k, (sublayer, norm, kind) in enumerate(rows):
         y = bottom + 0.4 + 0.8 * k
         if k:
-            _arrow(ax, (path, y - 0.5), (path, y - 0.3))
-        _box(ax, path, y, 2.1, 0.6, sublayer, kind, fontsize=9)
-        _box(ax, x + 1.2, y, 1.3, 0.6, norm, "norm", fontsize=9)
+            arrow(ax, (path, y - 0.5), (path, y - 0.3))
+        box(ax, path, y, 2.1, 0.6, sublayer, kind, fontsize=9)
+        box(ax, x + 1.2, y, 1.3, 0.6, norm, "norm", fontsize=9)
     return bottom + height - 0.1
 
 
 def draw_encoder_decoder() -> Figure:
     """The 2017 encoder-decoder, two blocks of each stack: the memory feeds every decoder block's cross-attention."""
-    fig, ax = _canvas(13.0, 11.4)
+    fig, ax = canvas(13.0, 11.4)
     enc_x, dec_x, memory_x = 2.6, 8.9, 5.6
     enc_path, dec_path = enc_x - 0.55, dec_x - 0.55  # the path through the sub-layer boxes
     memory_colour, tied_colour = COLOURS["attention"], COLOURS["output"]
     for x, ids in [(enc_x, "source ids  (S,)"), (dec_x, "target ids  (T,)")]:
         ax.text(x, 0.35, ids, ha="center", fontsize=10, family=MONO)
-        _arrow(ax, (x, 0.7), (x, 1.05))
-        _box(ax, x, 1.5, 3.6, 0.8, "tok_emb(ids) × √d_model\n+ pos_table (sinusoids)", "token", fontsize=9)
+        arrow(ax, (x, 0.7), (x, 1.05))
+        box(ax, x, 1.5, 3.6, 0.8, "tok_emb(ids) × √d_model\n+ pos_table (sinusoids)", "token", fontsize=9)
     ax.text((enc_x + dec_x) / 2, 1.5, "one shared\ntable", ha="center", va="center", fontsize=8, style="italic")
 
     enc_bottom = dec_bottom = 2.4
@@ -422,22 +329,22 @@ def draw_encoder_decoder() -> Figure:
             family=MONO, color="#555555")
 
     norm_y = dec_top + 0.75
-    _arrow(ax, (enc_path, enc_top), (enc_path, norm_y - 0.3))
-    _box(ax, enc_path, norm_y, 2.1, 0.6, "encoder_norm", "norm", fontsize=9)
-    _arrow(ax, (dec_path, dec_top), (dec_path, norm_y - 0.3))
-    _box(ax, dec_path, norm_y, 2.1, 0.6, "decoder_norm", "norm", fontsize=9)
-    _arrow(ax, (dec_path, norm_y + 0.3), (dec_path, norm_y + 0.8))
-    _box(ax, dec_path, norm_y + 1.1, 2.1, 0.6, "out_head", "output", fontsize=9)
-    _arrow(ax, (dec_path, norm_y + 1.4), (dec_path, norm_y + 1.8))
+    arrow(ax, (enc_path, enc_top), (enc_path, norm_y - 0.3))
+    box(ax, enc_path, norm_y, 2.1, 0.6, "encoder_norm", "norm", fontsize=9)
+    arrow(ax, (dec_path, dec_top), (dec_path, norm_y - 0.3))
+    box(ax, dec_path, norm_y, 2.1, 0.6, "decoder_norm", "norm", fontsize=9)
+    arrow(ax, (dec_path, norm_y + 0.3), (dec_path, norm_y + 0.8))
+    box(ax, dec_path, norm_y + 1.1, 2.1, 0.6, "out_head", "output", fontsize=9)
+    arrow(ax, (dec_path, norm_y + 1.4), (dec_path, norm_y + 1.8))
     ax.text(dec_path, norm_y + 2.0, "logits  (T, vocab_size)", ha="center", fontsize=10, family=MONO)
 
-    _line(ax, [(enc_path, norm_y + 0.3), (enc_path, norm_y + 0.75), (memory_x, norm_y + 0.75),
+    line(ax, [(enc_path, norm_y + 0.3), (enc_path, norm_y + 0.75), (memory_x, norm_y + 0.75),
                (memory_x, cross_ys[0])], memory_colour, 3)
     for cross_y in cross_ys:
-        _arrow(ax, (memory_x, cross_y), (dec_x - 1.6, cross_y), memory_colour, 3)
+        arrow(ax, (memory_x, cross_y), (dec_x - 1.6, cross_y), memory_colour, 3)
     ax.text(memory_x + 0.15, (cross_ys[0] + cross_ys[1]) / 2, "memory  (S, d_model)", rotation=90, ha="left",
             va="center", fontsize=9, family=MONO, color="#555555")
-    _arrow(ax, (dec_path + 1.05, norm_y + 1.1), (dec_x + 1.8, 1.5), tied_colour, 2, dashed=True, curve=-0.45)
+    arrow(ax, (dec_path + 1.05, norm_y + 1.1), (dec_x + 1.8, 1.5), tied_colour, 2, dashed=True, curve=-0.45)
     ax.text(dec_path + 1.25, norm_y + 1.55, "tied: out_head.weight\nis tok_emb.weight", ha="left", va="center",
             fontsize=8, family=MONO, color="#555555")
     ax.set_title("The encoder-decoder: the memory feeds the cross-attention of every decoder block", fontsize=12)

@@ -1,12 +1,12 @@
-"""Masked-LM masking and next-sentence pairs, and the course encoder (chapter 5).
+"""Pretraining an encoder (chapter 5): BERT's masking, [CLS] A [SEP] B [SEP] packing, both losses, and the
+pretraining loop with its check for a stalled run.
 
 `mask_tokens` hides 15 % of the tokens the way BERT does (80 % [MASK], 10 % a random token, 10 %
-unchanged); `nsp_pairs` builds next-sentence pairs from the speeches of the plays of one split and
-`collate_pairs` packs them as [CLS] A [SEP] B [SEP]; `course_encoder()` is the BertModel of the course
-GPT's size pretrained on both tasks, cached like `llmcourse.train.course_model()`.
+unchanged); `collate_pairs` packs the next-sentence pairs of `llmcourse.tasks.nsp_pairs`;
+`pretrain_encoder` trains a BertModel on both tasks. The course's own encoder, pretrained once and
+cached, is `llmcourse.course.course_encoder()`.
 """
 
-import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -17,30 +17,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from llmcourse.checkpoint import load_checkpoint, save_checkpoint
-from llmcourse.data import Play, load_plays, speaker_speeches
-from llmcourse.encoder import SPECIAL_TOKENS, BertModel, encoder_config
+from llmcourse.data import load_plays
+from llmcourse.encoder import BertModel, SPECIAL_TOKENS, encoder_config
 from llmcourse.model import GPTConfig
-from llmcourse.runtime import CACHE_DIR, cache_lock, get_device, set_seed
+from llmcourse.runtime import get_device, set_seed
+from llmcourse.tasks import SentencePair, nsp_pairs
 from llmcourse.tokenizer import BPETokenizer
-from llmcourse.train import COURSE_SETTINGS, configure_optimizer, course_tokenizer, cross_entropy, lr_at
+from llmcourse.train import PretrainSettings, configure_optimizer, cross_entropy, lr_at
 
 IGNORE_INDEX = -100  # the label of a position the masked-LM loss skips
-IS_NEXT, RANDOM_NEXT = 0, 1  # next-sentence labels: B follows A in the play, or B is a random speech
-
-
-# --- the tokenizer --------------------------------------------------------------------------------
-
-
-def bert_tokenizer() -> BPETokenizer:
-    """The course tokenizer with BERT's four special tokens added after its ids: [PAD] [CLS] [SEP] [MASK].
-
-    Text encodes exactly as with `course_tokenizer()`; only the vocabulary grows (2,048 -> 2,052 ids).
-    """
-    base = course_tokenizer()
-    specials = dict(base.special_tokens)
-    for offset, token in enumerate(SPECIAL_TOKENS):
-        specials[token] = base.vocab_size + offset
-    return BPETokenizer(base.merges, base.byte_ids, specials, base.pattern)
+COURSE_GPT = PretrainSettings()  # the course GPT's settings (PretrainSettings' defaults): the encoder's size
 
 
 # --- masked language modelling ----------------------------------------------------------------------
@@ -88,85 +74,7 @@ def mask_tokens(token_ids: Tensor, mask_id: int, vocab_size: int, special_ids: S
     inputs = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, inputs)
     return inputs.reshape(token_ids.shape), labels.reshape(token_ids.shape)
 
-
-# --- next-sentence pairs ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SentencePair:
-    """Two segments of whole speeches and whether B follows A (IS_NEXT) or is a random run (RANDOM_NEXT).
-
-    `a_speeches` and `b_speeches` are (first, stop) indices into the split's list of speeches (plays
-    in plays.csv order, speeches in play order), so "B follows A" means b_speeches[0] == a_speeches[1]
-    within one play.
-    """
-
-    a_ids: tuple[int, ...]
-    b_ids: tuple[int, ...]
-    label: int
-    a_play: str
-    b_play: str
-    a_speeches: tuple[int, int]
-    b_speeches: tuple[int, int]
-
-
-def split_speeches(plays: Sequence[Play], split: str, tokenizer: BPETokenizer) -> list[tuple[str, list[int]]]:
-    """(play, token ids) of every speech in the plays of `split`, in order; a speech is its lines without
-    the speaker's name, each line ending in a newline."""
-    chosen = [p for p in plays if p.split == split]
-    if not chosen:
-        raise ValueError(f"no plays in split {split!r}")
-    return [(play.play, tokenizer.encode("".join(line + "\n" for line in lines), allowed_special="none"))
-            for play in chosen for _, lines in speaker_speeches(play)]
-
-
-def _run(speeches: list[tuple[str, list[int]]], first: int, budget: int) -> tuple[int, list[int]]:
-    """Consecutive speeches of one play from `first` until they hold `budget` tokens (at least one speech)."""
-    stop, ids = first, []
-    while stop < len(speeches) and speeches[stop][0] == speeches[first][0] and (not ids or len(ids) < budget):
-        ids += speeches[stop][1]
-        stop += 1
-    return stop, ids
-
-
-def nsp_pairs(plays: Sequence[Play], split: str, tokenizer: BPETokenizer, context_length: int = 128,
-              seed: int = 0) -> list[SentencePair]:
-    """Next-sentence pairs from the plays of `split` only, half IS_NEXT and half RANDOM_NEXT.
-
-    Each play is walked from its start in segments of whole consecutive speeches, each grown until it
-    holds about half a context ((context_length - 3) // 2 tokens). Every segment A that has a
-    following segment in its play gets a partner B: the following segment (IS_NEXT), or a segment
-    starting at a random speech of any play of the same split, never the true next one (RANDOM_NEXT).
-    Which A's get which label is drawn from `seed` so that the two labels are equally frequent (they
-    differ by at most one).
-    """
-    if context_length < 5:
-        raise ValueError(f"context_length must be at least 5 ([CLS] A [SEP] B [SEP]), got {context_length}")
-    speeches = split_speeches(plays, split, tokenizer)
-    budget = (context_length - 3) // 2
-    segments = []  # (first, stop, ids) of each A that has a following segment in its play
-    first = 0
-    while first < len(speeches):
-        stop, ids = _run(speeches, first, budget)
-        if stop < len(speeches) and speeches[stop][0] == speeches[first][0]:
-            segments.append((first, stop, ids))
-        first = stop
-    rng = random.Random(seed)
-    order = list(range(len(segments)))
-    rng.shuffle(order)
-    is_next = set(order[:(len(segments) + 1) // 2])
-    pairs = []
-    for index, (first, stop, a_ids) in enumerate(segments):
-        if index in is_next:
-            label, b_first = IS_NEXT, stop
-        else:
-            label, b_first = RANDOM_NEXT, rng.randrange(len(speeches))
-            while b_first == stop:
-                b_first = rng.randrange(len(speeches))
-        b_stop, b_ids = _run(speeches, b_first, budget)
-        pairs.append(SentencePair(tuple(a_ids), tuple(b_ids), label, speeches[first][0], speeches[b_first][0],
-                                  (first, stop), (b_first, b_stop)))
-    return pairs
+# --- packing pairs as [CLS] A [SEP] B [SEP] -------------------------------------------------------------
 
 
 def pack_pair(a_ids: Sequence[int], b_ids: Sequence[int], cls_id: int, sep_id: int,
@@ -208,7 +116,7 @@ def collate_pairs(pairs: Sequence[SentencePair], tokenizer: BPETokenizer, contex
     specials = tokenizer.special_tokens
     missing = [t for t in SPECIAL_TOKENS if t not in specials]
     if missing:
-        raise ValueError(f"the tokenizer lacks the special tokens {missing}: use bert_tokenizer()")
+        raise ValueError(f"the tokenizer lacks the special tokens {missing}: use llmcourse.course.bert_tokenizer()")
     packed = [pack_pair(p.a_ids, p.b_ids, specials["[CLS]"], specials["[SEP]"], context_length) for p in pairs]
     longest = max(len(ids) for ids, _ in packed)
     token_ids = torch.full((len(pairs), longest), specials["[PAD]"], dtype=torch.long)
@@ -232,13 +140,13 @@ class EncoderSettings:
     `nsp=False` trains the masked-LM loss alone (on the same packed pairs).
     """
 
-    vocab_size: int = COURSE_SETTINGS.vocab_size + len(SPECIAL_TOKENS)
-    context_length: int = COURSE_SETTINGS.context_length
-    d_model: int = COURSE_SETTINGS.d_model
-    n_heads: int = COURSE_SETTINGS.n_heads
-    n_layers: int = COURSE_SETTINGS.n_layers
-    dropout: float = COURSE_SETTINGS.dropout
-    batch_size: int = COURSE_SETTINGS.batch_size
+    vocab_size: int = COURSE_GPT.vocab_size + len(SPECIAL_TOKENS)
+    context_length: int = COURSE_GPT.context_length
+    d_model: int = COURSE_GPT.d_model
+    n_heads: int = COURSE_GPT.n_heads
+    n_layers: int = COURSE_GPT.n_layers
+    dropout: float = COURSE_GPT.dropout
+    batch_size: int = COURSE_GPT.batch_size
     max_steps: int = 700
     max_lr: float = 2e-3
     min_lr_ratio: float = 0.1
@@ -330,7 +238,7 @@ def _epoch_batches(n_pairs: int, batch_size: int, seed: int) -> Iterator[list[in
         epoch += 1
 
 
-def pretrain_encoder(settings: EncoderSettings = EncoderSettings(), device: torch.device | str | None = None,
+def pretrain_encoder(settings: EncoderSettings, tokenizer: BPETokenizer, device: torch.device | str | None = None,
                      progress: bool = True) -> tuple[BertModel, BPETokenizer, EncoderHistory]:
     """Pretrain a BertModel on the training plays with masked LM (+ next-sentence prediction if `settings.nsp`).
 
@@ -339,9 +247,11 @@ def pretrain_encoder(settings: EncoderSettings = EncoderSettings(), device: torc
     scored every `eval_every` updates and at the end.
     """
     device = torch.device(device or get_device())
-    tokenizer = bert_tokenizer()
+    missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.special_tokens]
+    if missing:
+        raise ValueError(f"the tokenizer lacks the special tokens {missing}: use llmcourse.course.bert_tokenizer()")
     if tokenizer.vocab_size != settings.vocab_size:
-        raise ValueError(f"settings.vocab_size={settings.vocab_size}, but bert_tokenizer() has "
+        raise ValueError(f"settings.vocab_size={settings.vocab_size}, but the tokenizer has "
                          f"{tokenizer.vocab_size} ids")
     plays = load_plays()
     train_pairs = nsp_pairs(plays, "train", tokenizer, settings.context_length, settings.seed)
@@ -388,10 +298,7 @@ def pretrain_encoder(settings: EncoderSettings = EncoderSettings(), device: torc
     return model.eval(), tokenizer, history
 
 
-# --- the cached course encoder ----------------------------------------------------------------------
-
-COURSE_ENCODER_SETTINGS = EncoderSettings()
-COURSE_ENCODER_DIR = CACHE_DIR / "course_bert"  # a checkpoint folder ("course_encoder" held an older format)
+# --- saving, and a check for a stalled run ----------------------------------------------------------
 
 
 def save_encoder(directory: str | Path, model: BertModel, settings: EncoderSettings, history: EncoderHistory) -> None:
@@ -431,7 +338,8 @@ def has_stalled(model: BertModel, tokenizer: BPETokenizer, threshold: float = 1.
     return scores["mlm_accuracy"] < threshold * commonest_share
 
 
-def pretrain_until_healthy(settings: EncoderSettings, device: torch.device | str | None = None,
+def pretrain_until_healthy(settings: EncoderSettings, tokenizer: BPETokenizer,
+                           device: torch.device | str | None = None,
                            progress: bool = True,
                            restarts: int = 2) -> tuple[BertModel, BPETokenizer, EncoderHistory, int]:
     """`pretrain_encoder`, started again with the next seed (up to `restarts` times) if it stalls.
@@ -441,56 +349,10 @@ def pretrain_until_healthy(settings: EncoderSettings, device: torch.device | str
     the model, tokenizer, history and the seed that trained it.
     """
     for seed in range(settings.seed, settings.seed + restarts + 1):
-        model, tokenizer, history = pretrain_encoder(replace(settings, seed=seed), device, progress)
+        model, tokenizer, history = pretrain_encoder(replace(settings, seed=seed), tokenizer, device, progress)
         if not has_stalled(model, tokenizer):
             return model, tokenizer, history, seed
         print(f"pretraining with seed {seed} stalled at token frequencies (masked-token accuracy no better than "
               f"guessing the commonest token); starting again with seed {seed + 1}")
     raise RuntimeError(f"pretraining stalled with seeds {settings.seed} to {settings.seed + restarts}; "
                        f"lower max_lr={settings.max_lr} or lengthen warmup_steps={settings.warmup_steps}")
-
-
-def course_encoder(device: torch.device | str | None = None,
-                   progress: bool = True) -> tuple[BertModel, BPETokenizer, EncoderHistory]:
-    """The chapter-5 encoder, its tokenizer and its pretraining history: from the cache if it was trained with
-    `COURSE_ENCODER_SETTINGS`, else pretrained (about 90 s on one CPU thread, again if it stalls) and saved."""
-    with cache_lock(COURSE_ENCODER_DIR):
-        try:
-            model, record = load_encoder(COURSE_ENCODER_DIR, device)
-            if record["settings"] == asdict(COURSE_ENCODER_SETTINGS):
-                return model, bert_tokenizer(), EncoderHistory(**record["history"])
-        except FileNotFoundError:
-            pass
-        model, tokenizer, history, _ = pretrain_until_healthy(COURSE_ENCODER_SETTINGS, device, progress)
-        save_encoder(COURSE_ENCODER_DIR, model, COURSE_ENCODER_SETTINGS, history)
-    return model, tokenizer, history
-
-
-# --- fine-tuning the encoder (chapter 6) ------------------------------------------------------------
-
-
-def with_cls_and_sep(token_ids: Tensor, tokenizer: BPETokenizer) -> Tensor:
-    """Rows of token ids (batch, tokens) framed as BERT reads one segment: [CLS] ids [SEP]."""
-    specials = tokenizer.special_tokens
-    cls = torch.full((len(token_ids), 1), specials["[CLS]"], dtype=torch.long)
-    sep = torch.full((len(token_ids), 1), specials["[SEP]"], dtype=torch.long)
-    return torch.cat([cls, token_ids.long(), sep], dim=1)
-
-
-class EncoderClassifier(nn.Module):
-    """A pretrained encoder with a new linear head on its pooled [CLS] vector: logits (batch, n_classes)."""
-
-    def __init__(self, encoder: BertModel, n_classes: int, seed: int = 0):
-        super().__init__()
-        if n_classes < 2:
-            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
-        self.encoder = encoder
-        self.head = nn.Linear(encoder.cfg.d_model, n_classes)
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=generator) * 0.02)
-            self.head.bias.zero_()
-        self.head.to(next(encoder.parameters()).device)
-
-    def forward(self, token_ids: Tensor) -> Tensor:
-        return self.head(self.encoder.pool(self.encoder.encode(token_ids)))

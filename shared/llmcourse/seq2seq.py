@@ -1,31 +1,28 @@
-"""Sequence to sequence: a transduction task from the plays, RNN encoder-decoders with and without attention,
-training and greedy decoding (chapter 5).
+"""Sequence to sequence (chapter 5): the character vocabulary and batches, the three models compared, the
+2017 schedule, the training loop, greedy decoding and scores.
 
-The task is word reversal at the character level: "to be or not" becomes "not or be to". The answer is exact,
-it needs the whole input (the first output word is the last input word), and its alignment is an
-anti-diagonal of words, each word copied left to right. The models share one interface with the 2017
-transformer `llmcourse.encoder.EncoderDecoder`: `forward(src_ids, tgt_ids, src_padding_mask, tgt_padding_mask)`
+The task is `llmcourse.tasks.reversal_pairs`'s word reversal at the character level: "to be or not" becomes
+"not or be to". The RNN encoder-decoders (`llmcourse.rnn.RNNEncoderDecoder`) share one interface with the
+2017 transformer `llmcourse.encoder.EncoderDecoder`: `forward(src_ids, tgt_ids, src_padding_mask, tgt_padding_mask)`
 gives logits, `greedy_decode(...)` gives ids and `cross_attention_weights(...)` gives heatmaps, so one training
 loop and one evaluation serve all three.
 """
 
-import functools
 import random
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from llmcourse.data import SPLITS, Play, check_token_ids
 from llmcourse.encoder import EncoderDecoder
 from llmcourse.model import GPTConfig
+from llmcourse.rnn import RNNEncoderDecoder
 from llmcourse.runtime import threads
+from llmcourse.tasks import Pair
 
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]")
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -33,106 +30,6 @@ CHARACTERS = " '" + "abcdefghijklmnopqrstuvwxyz"
 VOCAB = SPECIAL_TOKENS + tuple(CHARACTERS)
 VOCAB_SIZE = len(VOCAB)
 _CHAR_ID = {c: i + len(SPECIAL_TOKENS) for i, c in enumerate(CHARACTERS)}
-
-
-# --- the task ---------------------------------------------------------------------------------------------
-
-def normalise_line(line: str) -> str:
-    """A line of a play as lower-case words of letters and apostrophes, one space apart ("O, Romeo!" -> "o romeo")."""
-    words = re.findall(r"[a-z']+", line.lower())
-    return " ".join(w for w in (w.strip("'") for w in words) if w)
-
-
-def reverse_words(text: str) -> str:
-    """The task: the words of `text` in reverse order, each word spelt as before."""
-    return " ".join(reversed(text.split(" ")))
-
-
-@functools.lru_cache(maxsize=64)
-def play_speeches(play: Play) -> tuple[tuple[str, ...], ...]:
-    """The words of each speech of a play, lines joined (speaker names like "HAMLET:" and stage directions left out)."""
-    speeches, words = [], []
-    for raw in play.text.splitlines():
-        raw = raw.strip()
-        if raw.endswith(":") and raw[:-1].upper() == raw[:-1]:
-            if words:
-                speeches.append(tuple(words))
-            words = []
-        elif raw and not raw.startswith("["):
-            words.extend(normalise_line(raw).split())
-    if words:
-        speeches.append(tuple(words))
-    return tuple(speeches)
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One example: the source words, the target (the same words reversed) and the play they come from."""
-
-    source: str
-    target: str
-    play: str
-
-
-def reversal_pairs(plays: Sequence[Play], split: str, n_pairs: int, min_chars: int = 10, max_chars: int = 50,
-                   seed: int = 0) -> list[Pair]:
-    """`n_pairs` distinct (source, reversed source) pairs from the plays of `split`, lengths spread evenly.
-
-    Each source is a run of whole consecutive words from one speech of one play (at least two words),
-    as long as fits in a length drawn uniformly from `min_chars`..`max_chars` characters (and at most 6
-    characters shorter; other draws are redrawn), so that accuracy can be plotted against input length.
-    Only the plays of `split` are read: train, val and test share no play.
-    """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if not (isinstance(min_chars, int) and isinstance(max_chars, int) and 3 <= min_chars <= max_chars):
-        raise ValueError(f"need integers 3 <= min_chars <= max_chars, got min_chars={min_chars!r}, "
-                         f"max_chars={max_chars!r}")
-    if isinstance(n_pairs, bool) or not isinstance(n_pairs, int) or n_pairs < 1:
-        raise ValueError(f"n_pairs must be an integer >= 1, got {n_pairs!r}")
-    lines = [(words, p.play) for p in plays if p.split == split for words in play_speeches(p)]
-    lines = [(words, play) for words, play in lines if len(words) >= 2]
-    if not lines:
-        raise ValueError(f"no play of split {split!r} among the {len(plays)} plays given")
-    runs = count_runs([words for words, _ in lines], min_chars, max_chars)
-    if runs < n_pairs:
-        raise ValueError(f"split {split!r} has only {runs} runs of two or more words of {min_chars}..{max_chars} "
-                         f"characters, fewer than the {n_pairs} pairs asked for; ask for fewer or widen the range")
-    rng = random.Random(seed)
-    pairs: dict[str, Pair] = {}
-    attempts = 0
-    while len(pairs) < n_pairs:
-        attempts += 1
-        if attempts > 200 * n_pairs:
-            raise ValueError(f"split {split!r} has too few distinct lines for {n_pairs} pairs of "
-                             f"{min_chars}..{max_chars} characters; ask for fewer")
-        words, play = rng.choice(lines)
-        wanted = rng.randint(min_chars, max_chars)
-        start = rng.randrange(len(words))
-        taken: list[str] = []
-        for word in words[start:]:
-            if len(" ".join(taken + [word])) > wanted:
-                break
-            taken.append(word)
-        source = " ".join(taken)
-        if len(taken) >= 2 and max(min_chars, wanted - 6) <= len(source) and source not in pairs:
-            pairs[source] = Pair(source, reverse_words(source), play)
-    return list(pairs.values())
-
-
-def count_runs(speeches: Sequence[Sequence[str]], min_chars: int, max_chars: int) -> int:
-    """How many runs of two or more consecutive words of one speech are min_chars..max_chars characters long.
-
-    An upper bound on the distinct sources `reversal_pairs` can find, counted without drawing any.
-    """
-    sizes = [len(word) + 1 for words in speeches for word in words]  # each word and the space after it
-    ends = np.cumsum([len(words) for words in speeches])
-    speech_end = np.repeat(ends, [len(words) for words in speeches])  # for each word, where its speech ends
-    offset = np.concatenate([[0], np.cumsum(sizes)])  # the run words[i:j] has offset[j] - offset[i] - 1 characters
-    start = np.arange(len(sizes))
-    first = np.maximum(np.searchsorted(offset, offset[start] + 1 + min_chars), start + 2)
-    last = np.minimum(np.searchsorted(offset, offset[start] + 1 + max_chars, side="right") - 1, speech_end)
-    return int(np.maximum(last - first + 1, 0).sum())
 
 
 # --- characters to ids and batches ------------------------------------------------------------------------
@@ -210,145 +107,6 @@ def shuffled_batches(pairs: Sequence[Pair], batch_size: int, seed: int, bucket_b
     return (make_batch(b) for b in batches)
 
 
-# --- the RNN encoder-decoder ------------------------------------------------------------------------------
-
-def _check_mask(name: str, mask: Tensor | None, ids: Tensor) -> Tensor:
-    if mask is None:
-        return torch.ones_like(ids, dtype=torch.bool)
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != ids.shape:
-        raise ValueError(f"{name} must be a bool tensor of shape {tuple(ids.shape)} (True for real tokens), "
-                         f"got {getattr(mask, 'dtype', type(mask))} {tuple(getattr(mask, 'shape', ()))}")
-    if not mask[:, 0].all():
-        raise ValueError(f"{name}: every row needs at least one real token, at the start (padding goes at the end)")
-    if (mask[:, 1:] & ~mask[:, :-1]).any():
-        raise ValueError(f"{name} has a real token (True) after padding (False): each row must be True for its "
-                         "tokens, then False for its padding, as the recurrence reads the real tokens in one run")
-    return mask
-
-
-class AdditiveAttention(nn.Module):
-    """Additive (Bahdanau) attention: score(s, h) = v · tanh(W_s s + W_h h), softmax over the real source tokens."""
-
-    def __init__(self, query_size: int, key_size: int, attention_size: int):
-        super().__init__()
-        self.query = nn.Linear(query_size, attention_size, bias=False)
-        self.key = nn.Linear(key_size, attention_size)
-        self.score = nn.Linear(attention_size, 1, bias=False)
-
-    def forward(self, queries: Tensor, memory: Tensor, src_padding_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Context vectors (batch, tgt, key_size) and weights (batch, tgt, src) for queries (batch, tgt, query_size)."""
-        scores = self.score(torch.tanh(self.query(queries)[:, :, None] + self.key(memory)[:, None])).squeeze(-1)
-        scores = scores.masked_fill(~src_padding_mask[:, None, :], float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
-        return weights @ memory, weights
-
-
-class RNNEncoderDecoder(nn.Module):
-    """A bidirectional GRU encoder and a GRU decoder, with or without additive attention.
-
-    At every step the decoder's state is joined by a context vector before the output layer. Without
-    attention the context is the same at every step: the encoder's two final states, one fixed-size
-    summary of the whole source (Cho and colleagues' 2014 design, which also starts the decoder from
-    it). With attention the context is a fresh mix of all encoder states, weighted by additive scores
-    against the decoder's state (Bahdanau's score, in Luong's placement after the GRU step), so all target
-    positions still train in parallel under teacher forcing.
-    """
-
-    def __init__(self, vocab_size: int = VOCAB_SIZE, d_embed: int = 32, hidden_size: int = 128,
-                 attention: bool = True, attention_size: int = 64):
-        super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("d_embed", d_embed), ("hidden_size", hidden_size),
-                            ("attention_size", attention_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(attention, bool):
-            raise ValueError(f"attention must be True or False, got {attention!r}")
-        self.vocab_size, self.hidden_size, self.attention = vocab_size, hidden_size, attention
-        self.embedding = nn.Embedding(vocab_size, d_embed, padding_idx=PAD_ID)
-        self.encoder = nn.GRU(d_embed, hidden_size, batch_first=True, bidirectional=True)
-        self.bridge = nn.Linear(2 * hidden_size, hidden_size)  # the encoder's final states -> decoder's first state
-        self.decoder = nn.GRU(d_embed, hidden_size, batch_first=True)
-        self.attend = AdditiveAttention(hidden_size, 2 * hidden_size, attention_size) if attention else None
-        self.combine = nn.Linear(3 * hidden_size, hidden_size)  # decoder state + a 2 * hidden context
-        self.out_head = nn.Linear(hidden_size, vocab_size)
-
-    def encode(self, src_ids: Tensor, src_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Encoder states (batch, src, 2 * hidden), the summary (batch, 2 * hidden): the two final states, and
-        the decoder's first state (1, batch, hidden) made from it."""
-        check_token_ids(src_ids, self.vocab_size, device=self.embedding.weight.device, name="src_ids")
-        src_padding_mask = _check_mask("src_padding_mask", src_padding_mask, src_ids)
-        lengths = src_padding_mask.sum(1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(src_ids), lengths, batch_first=True,
-                                                   enforce_sorted=False)
-        states, final = self.encoder(packed)
-        memory, _ = nn.utils.rnn.pad_packed_sequence(states, batch_first=True, total_length=src_ids.shape[1])
-        summary = torch.cat([final[0], final[1]], dim=-1)
-        return memory, summary, torch.tanh(self.bridge(summary))[None]
-
-    def _step_logits(self, states: Tensor, encoded: tuple[Tensor, Tensor, Tensor],
-                     src_padding_mask: Tensor) -> tuple[Tensor, Tensor | None]:
-        memory, summary, _ = encoded
-        if self.attend is None:
-            context, weights = summary[:, None].expand(-1, states.shape[1], -1), None
-        else:
-            context, weights = self.attend(states, memory, src_padding_mask)
-        return self.out_head(torch.tanh(self.combine(torch.cat([states, context], dim=-1)))), weights
-
-    def decode(self, tgt_ids: Tensor, encoded: tuple[Tensor, Tensor, Tensor], src_padding_mask: Tensor | None = None,
-               tgt_padding_mask: Tensor | None = None) -> Tensor:
-        """Logits (batch, tgt, vocab) for decoder inputs `tgt_ids` ([BOS] + target), teacher forced.
-
-        `tgt_padding_mask` is accepted for the shared interface; the recurrence only reads leftwards, and
-        padding sits at the end, so no real position sees a padded one.
-        """
-        return self._decode(tgt_ids, encoded, src_padding_mask)[0]
-
-    def _decode(self, tgt_ids: Tensor, encoded: tuple[Tensor, Tensor, Tensor],
-                src_padding_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        check_token_ids(tgt_ids, self.vocab_size, device=self.embedding.weight.device, name="tgt_ids")
-        src_padding_mask = _check_mask("src_padding_mask", src_padding_mask, encoded[0][..., 0])
-        states, _ = self.decoder(self.embedding(tgt_ids), encoded[2])
-        return self._step_logits(states, encoded, src_padding_mask)
-
-    def forward(self, src_ids: Tensor, tgt_ids: Tensor, src_padding_mask: Tensor | None = None,
-                tgt_padding_mask: Tensor | None = None) -> Tensor:
-        """Logits (batch, tgt, vocab): position t predicts the target token after tgt_ids[:, :t + 1]."""
-        return self.decode(tgt_ids, self.encode(src_ids, src_padding_mask), src_padding_mask, tgt_padding_mask)
-
-    def cross_attention_weights(self, src_ids: Tensor, tgt_ids: Tensor,
-                                src_padding_mask: Tensor | None = None) -> list[Tensor]:
-        """The attention weights as [tensor (batch, 1, tgt, src)]: the transformer's layout, one layer, one head."""
-        if self.attend is None:
-            raise ValueError("this model has no attention (attention=False): there are no weights to show")
-        _, weights = self._decode(tgt_ids, self.encode(src_ids, src_padding_mask), src_padding_mask)
-        return [weights[:, None]]
-
-    @torch.no_grad()
-    def greedy_decode(self, src_ids: Tensor, bos_id: int, eos_id: int, max_new_tokens: int,
-                      src_padding_mask: Tensor | None = None) -> Tensor:
-        """Ids (batch, <= max_new_tokens) after [BOS], the likeliest token at each step, one step at a time.
-
-        Stops when every row has produced [EOS]; a finished row keeps its [EOS] and is padded with more.
-        """
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-        encoded = self.encode(src_ids, src_padding_mask)
-        state = encoded[2]
-        src_padding_mask = _check_mask("src_padding_mask", src_padding_mask, src_ids)
-        token = torch.full((src_ids.shape[0], 1), bos_id, dtype=torch.long, device=src_ids.device)
-        done = torch.zeros(src_ids.shape[0], dtype=torch.bool, device=src_ids.device)
-        out = []
-        for _ in range(max_new_tokens):
-            step, state = self.decoder(self.embedding(token), state)
-            logits, _ = self._step_logits(step, encoded, src_padding_mask)
-            token = logits[:, -1].argmax(-1, keepdim=True)
-            token = token.masked_fill(done[:, None], eos_id)
-            out.append(token)
-            done |= token[:, 0] == eos_id
-            if done.all():
-                break
-        return torch.cat(out, dim=1)
-
 
 MODEL_NAMES = ("RNN", "RNN + attention", "transformer")
 
@@ -364,9 +122,10 @@ def build_model(name: str, seed: int = 0) -> nn.Module:
     """
     torch.manual_seed(seed)
     if name == "RNN":
-        return RNNEncoderDecoder(VOCAB_SIZE, d_embed=32, hidden_size=64, attention=False)
+        return RNNEncoderDecoder(VOCAB_SIZE, d_embed=32, hidden_size=64, attention=False, pad_id=PAD_ID)
     if name == "RNN + attention":
-        return RNNEncoderDecoder(VOCAB_SIZE, d_embed=32, hidden_size=64, attention=True, attention_size=32)
+        return RNNEncoderDecoder(VOCAB_SIZE, d_embed=32, hidden_size=64, attention=True, attention_size=32,
+                                 pad_id=PAD_ID)
     if name == "transformer":
         return EncoderDecoder(GPTConfig(vocab_size=VOCAB_SIZE, context_length=64, d_model=64, n_heads=4,
                                         n_layers=1, dropout=0.0, d_ff=128, pre_norm=False, ff="relu",

@@ -1,8 +1,8 @@
-"""Tokenizers: a word-level regex tokenizer, byte-level BPE, and GPT-2's encoding offline (chapter 2).
+"""Byte-level BPE and GPT-2's encoding offline (chapter 2); the word-level tokenizer that comes first is in
+`llmcourse.simple_tokenizer`.
 
-`SimpleTokenizer` maps words and punctuation to ids from a fixed vocabulary. `BPETokenizer` learns
-merges of byte pairs from text, encodes and decodes any string, saves to JSON, and can load GPT-2's
-ranks so that it produces exactly the ids of tiktoken's "gpt2" encoding.
+`BPETokenizer` learns merges of byte pairs from text, encodes and decodes any string, saves to JSON, and
+can load GPT-2's ranks so that it produces exactly the ids of tiktoken's "gpt2" encoding.
 """
 
 import base64
@@ -19,7 +19,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 ENDOFTEXT = "<|endoftext|>"
-UNKNOWN = "<|unk|>"
 
 # GPT-2's pre-tokenization (tiktoken's r50k pattern): English contractions, runs of letters, of digits
 # and of other symbols (each with at most one leading space), and whitespace, kept apart from the
@@ -38,9 +37,6 @@ CHUNK_CACHE_SIZE = 100_000
 CACHED_CHUNK_LENGTH = 64
 # A split pattern must cover every character of this probe, or encoding would silently drop text.
 PATTERN_PROBE = "Hello, world!  It's 2024.\n\tNaïve café — 東京 🙂 x_y\r\n  end "
-
-# Words (with inner apostrophes, as in "who's"), special tokens like <|endoftext|>, or single symbols.
-SIMPLE_SPLIT_PATTERN = r"<\|\w+\|>|\w+(?:'\w+)*|[^\w\s]"
 
 
 def token_ids(ids: Iterable[int] | Tensor) -> list[int]:
@@ -69,50 +65,6 @@ def split_text(split: "regex.Pattern", text: str) -> list[str]:
         raise ValueError(f"the split pattern {split.pattern!r} does not cover every character (it drops "
                          f"{missing}); add an alternative that matches any leftover character, e.g. |\\s|.")
     return chunks
-
-
-class SimpleTokenizer:
-    """Word-level tokenizer: splits text into words and punctuation and looks each up in a vocabulary."""
-
-    def __init__(self, vocab: dict[str, int]):
-        for special in (ENDOFTEXT, UNKNOWN):
-            if special not in vocab:
-                raise ValueError(f"the vocabulary must contain the special token {special!r}")
-        self.str_to_id = dict(vocab)
-        self.id_to_str = {i: s for s, i in vocab.items()}
-        if len(self.id_to_str) != len(self.str_to_id):
-            raise ValueError("the vocabulary maps two words to the same id; ids must be unique")
-        self.unk_id = self.str_to_id[UNKNOWN]
-        self.eot_id = self.str_to_id[ENDOFTEXT]
-
-    @staticmethod
-    def split(text: str) -> list[str]:
-        """The words, punctuation marks and special tokens of `text`, whitespace dropped."""
-        return regex.findall(SIMPLE_SPLIT_PATTERN, text)
-
-    @classmethod
-    def from_text(cls, text: str, min_count: int = 1) -> "SimpleTokenizer":
-        """A vocabulary of every word seen at least `min_count` times, sorted, then the two special tokens."""
-        counts = Counter(cls.split(text))
-        words = sorted(w for w, c in counts.items() if c >= min_count and w not in (ENDOFTEXT, UNKNOWN))
-        return cls({w: i for i, w in enumerate(words + [ENDOFTEXT, UNKNOWN])})
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of ids: the words and the two special tokens."""
-        return len(self.str_to_id)
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of the words of `text`; words outside the vocabulary become <|unk|>."""
-        return [self.str_to_id.get(word, self.unk_id) for word in self.split(text)]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """Words joined by spaces, with no space before punctuation (the original spacing is lost)."""
-        try:
-            words = [self.id_to_str[i] for i in token_ids(ids)]
-        except KeyError as error:
-            raise ValueError(f"id {error.args[0]} is not in the vocabulary (0..{self.vocab_size - 1})") from None
-        return regex.sub(r" ([,.:;?!)\]])", r"\1", " ".join(words))
 
 
 class BPETokenizer:

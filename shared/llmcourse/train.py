@@ -1,11 +1,10 @@
-"""Pretraining: losses, perplexity and bits per byte, AdamW, the learning-rate schedule, the training
-loop, and the course's own pretrained GPT (chapter 5). Checkpoints live in `llmcourse.checkpoint`."""
+"""Pretraining (chapter 5): losses, perplexity and bits per byte, AdamW, the learning-rate schedule and the
+training loop. The course's own pretrained GPT is in `llmcourse.course`, checkpoints in `llmcourse.checkpoint`."""
 
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -15,12 +14,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from llmcourse.checkpoint import load_checkpoint, save_checkpoint
-from llmcourse.data import SlidingWindowDataset, create_dataloader, load_shakespeare
+from llmcourse.data import SlidingWindowDataset, create_dataloader
 from llmcourse.generate import generate
-from llmcourse.model import GPTConfig, GPTModel
-from llmcourse.runtime import CACHE_DIR, cache_lock, get_device, set_seed, threads
-from llmcourse.tokenizer import BPETokenizer, Tokenizer
+from llmcourse.model import GPTConfig
+from llmcourse.runtime import threads
+from llmcourse.tokenizer import Tokenizer
 
 # --- measuring ------------------------------------------------------------------------------------
 
@@ -322,12 +320,14 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: Data
         return history
 
 
-# --- the course's pretrained GPT --------------------------------------------------------------------
+# --- what fixes a run, and a fixed validation sample ----------------------------------------------
 
 
 @dataclass(frozen=True)
 class PretrainSettings:
-    """Everything that fixes a pretraining run on the Shakespeare corpus: tokenizer, model, optimizer, seed."""
+    """Everything that fixes a pretraining run on the Shakespeare corpus: tokenizer, model, optimizer, seed.
+
+    The defaults are the course GPT's (`llmcourse.course.COURSE_SETTINGS`)."""
 
     vocab_size: int = 2048
     context_length: int = 128
@@ -351,29 +351,6 @@ class PretrainSettings:
                          n_heads=self.n_heads, n_layers=self.n_layers, dropout=self.dropout)
 
 
-# The chapter-5 model: chosen on the validation plays by bench/sweep_course_settings.py (the best of its
-# table), trained with these settings by notebook 5B, reloaded by `course_model()`.
-COURSE_SETTINGS = PretrainSettings()
-COURSE_MODEL_DIR = CACHE_DIR / "course_gpt"
-
-
-# Notebook 5G's recipe, chosen on the validation plays by bench/recipe.py: the course GPT's size with
-# today's architecture choices, Muon for the blocks' matrices (AdamW, at COURSE_SETTINGS.max_lr, for the
-# rest), and the batch size and context length that suit its speed.
-MODERN_RECIPE = {
-    "model": dict(positions="rotary", norm="rms", ff="swiglu", tie_weights=False),
-    "muon_lr": 0.01,
-    "batch_size": 8,
-    "context_length": 128,
-}
-
-
-def modern_model_config(vocab_size: int = COURSE_SETTINGS.vocab_size) -> GPTConfig:
-    """The course GPT's size with MODERN_RECIPE's architecture."""
-    return replace(COURSE_SETTINGS.model_config(), vocab_size=vocab_size,
-                   context_length=MODERN_RECIPE["context_length"], **MODERN_RECIPE["model"])
-
-
 def spread_windows_loader(token_ids: list[int] | Tensor, n_windows: int, context_length: int,
                           batch_size: int) -> DataLoader:
     """`n_windows` windows spread evenly over a text (a cheap, fixed sample for periodic evaluation)."""
@@ -381,62 +358,3 @@ def spread_windows_loader(token_ids: list[int] | Tensor, n_windows: int, context
     stride = max(1, span // max(1, n_windows - 1))
     dataset = SlidingWindowDataset(token_ids, context_length, stride)
     return DataLoader(Subset(dataset, range(min(n_windows, len(dataset)))), batch_size=batch_size)
-
-
-def pretrain_course_model(settings: PretrainSettings = COURSE_SETTINGS, directory: str | Path = COURSE_MODEL_DIR,
-                          device: torch.device | str | None = None,
-                          progress: bool = True) -> tuple[GPTModel, BPETokenizer, History]:
-    """Train the BPE tokenizer and the GPT on the training plays, then save both to `directory`."""
-    device = torch.device(device or get_device())
-    train_text, val_text = load_shakespeare("train"), load_shakespeare("val")
-    tokenizer = BPETokenizer.train(train_text, settings.vocab_size)
-    train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
-    set_seed(settings.seed)
-    model = GPTModel(settings.model_config()).to(device)
-    optimizer = configure_optimizer(model, settings.max_lr, settings.weight_decay)
-    train_loader = create_dataloader(train_ids, settings.batch_size, settings.context_length, seed=settings.seed)
-    val_loader = spread_windows_loader(val_ids, settings.eval_windows, settings.context_length, settings.batch_size)
-    history = train(model, optimizer, train_loader, val_loader, settings.max_steps, settings.max_lr,
-                    settings.min_lr, settings.warmup_steps, settings.grad_clip, settings.eval_every,
-                    seed=settings.seed, progress=progress)
-    val_bpb = evaluate_bits_per_byte(model, val_ids, len(val_text.encode("utf-8")), settings.batch_size)
-    save_checkpoint(directory, model, optimizer, settings.max_steps, tokenizer,
-                    extra={"settings": asdict(settings), "val_bits_per_byte": val_bpb})
-    return model.eval(), tokenizer, history
-
-
-def _cached_course_model(device: torch.device | str | None) -> tuple[GPTModel, BPETokenizer] | None:
-    """The cached course model and tokenizer if the cache holds one trained with `COURSE_SETTINGS`."""
-    try:
-        checkpoint = load_checkpoint(COURSE_MODEL_DIR, device)
-    except (FileNotFoundError, ValueError):
-        return None
-    if checkpoint.extra.get("settings") == asdict(COURSE_SETTINGS) and isinstance(checkpoint.tokenizer, BPETokenizer):
-        return checkpoint.model, checkpoint.tokenizer
-    return None
-
-
-def course_model(device: torch.device | str | None = None,
-                 progress: bool = True) -> tuple[GPTModel, BPETokenizer]:
-    """The chapter-5 GPT and its tokenizer, in eval mode: loaded from the cache, or pretrained (~3 min on a CPU).
-
-    A cached checkpoint is used only if it was trained with `COURSE_SETTINGS`.
-    """
-    with cache_lock(COURSE_MODEL_DIR):
-        cached = _cached_course_model(device)
-        if cached is not None:
-            return cached
-        model, tokenizer, _ = pretrain_course_model(COURSE_SETTINGS, COURSE_MODEL_DIR, device, progress=progress)
-    return model, tokenizer
-
-
-def course_tokenizer() -> BPETokenizer:
-    """The course GPT's BPE tokenizer: from the cached model, or trained alone on the training plays (seconds).
-
-    Both give the same tokenizer (training is deterministic), so chapters before chapter 5 can use it
-    without pretraining the GPT.
-    """
-    cached = _cached_course_model("cpu")
-    if cached is not None:
-        return cached[1]
-    return BPETokenizer.train(load_shakespeare("train"), COURSE_SETTINGS.vocab_size)

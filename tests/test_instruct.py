@@ -1,0 +1,87 @@
+"""Tests of llmcourse.instruct: Alpaca records, the prompt template, collate with -100 and exact match."""
+
+import json
+
+import pytest
+import torch
+
+from llmcourse.data import load_plays
+from llmcourse.generate import generate
+from llmcourse.instruct import (collate_instructions, encode_record, exact_match_by_task, format_prompt,
+                                load_instruction_json, respond)
+from llmcourse.model import GPTConfig, GPTModel
+from llmcourse.runtime import set_seed
+from llmcourse.tokenizer import BPETokenizer
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_model(seed: int = 0, vocab_size: int = 64, context_length: int = 32) -> GPTModel:
+    set_seed(seed)
+    return GPTModel(GPTConfig(vocab_size=vocab_size, context_length=context_length, d_model=32, n_heads=4, n_layers=2,
+                              dropout=0.0))
+
+
+@pytest.fixture(scope="module")
+def plays():
+    return load_plays()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(plays):
+    return BPETokenizer.train(plays[0].text[:20_000], 300)
+
+
+def test_collate_pads_and_masks_with_minus_100():
+    pairs = [([1, 2, 3], [4, 5]), ([6, 7], [8])]
+    inputs, targets = collate_instructions(pairs, pad_id=0, mask_prompt=False)
+    assert inputs.tolist() == [[1, 2, 3, 4], [6, 7, 0, 0]]
+    assert targets.tolist() == [[2, 3, 4, 5], [7, 8, -100, -100]]
+    inputs, targets = collate_instructions(pairs, pad_id=0, mask_prompt=True)
+    assert inputs.tolist() == [[1, 2, 3, 4], [6, 7, 0, 0]]
+    assert targets.tolist() == [[-100, -100, 4, 5], [-100, 8, -100, -100]]
+    with pytest.raises(ValueError, match="empty response"):
+        collate_instructions([([1, 2], [])], pad_id=0)
+
+
+def test_load_instruction_json_reads_alpaca_records_and_names_bad_ones(tmp_path):
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps([{"instruction": "Say hi.", "output": "hi"},
+                                {"instruction": "Echo.", "input": "x", "output": "x"}]))
+    assert load_instruction_json(path) == [{"instruction": "Say hi.", "input": "", "output": "hi"},
+                                           {"instruction": "Echo.", "input": "x", "output": "x"}]
+    path.write_text(json.dumps([{"instruction": "Say hi.", "output": "hi"}, {"instruction": "Echo.", "input": "x"}]))
+    with pytest.raises(ValueError, match=r"record 1: field 'output' is missing"):
+        load_instruction_json(path)
+    path.write_text(json.dumps([{"instruction": "Count.", "input": "a b", "output": 2}]))
+    with pytest.raises(ValueError, match=r"record 0: field 'output' must be a string, got int"):
+        load_instruction_json(path)
+    path.write_text(json.dumps({"instruction": "Say hi.", "output": "hi"}))
+    with pytest.raises(ValueError, match="must hold a JSON list"):
+        load_instruction_json(path)
+    path.write_text("[{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_instruction_json(path)
+
+
+def test_prompt_template_and_encoding(tokenizer):
+    record = {"instruction": "Give the first word of the line.", "input": "Now is the winter", "output": "Now"}
+    assert format_prompt(record) == ("### Instruction:\nGive the first word of the line.\n\n"
+                                     "### Input:\nNow is the winter\n\n### Response:\n")
+    assert format_prompt({**record, "input": ""}) == "### Instruction:\nGive the first word of the line.\n\n### Response:\n"
+    prompt, response = encode_record(record, tokenizer)
+    assert tokenizer.decode(prompt) == format_prompt(record)
+    assert response[-1] == tokenizer.eot_id and tokenizer.decode(response[:-1]) == "Now"
+
+
+def test_exact_match_by_task_and_respond(tokenizer):
+    records = [{"task": "a", "output": "x"}, {"task": "a", "output": "y"}, {"task": "b", "output": "z"}]
+    assert exact_match_by_task(records, [" x ", "x", "z"]) == {"a": 0.5, "b": 1.0, "all": 2 / 3}
+    model = tiny_model(vocab_size=tokenizer.vocab_size, context_length=48)  # room for the prompt and the response
+    record = {"instruction": "Hi.", "input": "", "output": ""}
+    response = respond(model, tokenizer, record, max_new_tokens=4)
+    prompt = tokenizer.encode(format_prompt(record), allowed_special="none")
+    new = generate(model, torch.tensor([prompt]), 4, eos_id=tokenizer.eot_id)[0, len(prompt):].tolist()
+    assert len(new) <= 4 and response == tokenizer.decode(new[:new.index(tokenizer.eot_id)] if tokenizer.eot_id in new
+                                                         else new).strip()
