@@ -3,7 +3,8 @@ transformer, each given the same CPU time (chapter 5, notebook 5F).
 
 The task is `llmcourse.tasks.reversal_pairs`'s: reverse the words of 10-50 characters of a speech, character by character.
 Each model's learning-rate scale (of the 2017 warmup schedule, 100 warmup steps) is chosen on the validation
-plays (seed 0, the short budget, exact match, then character accuracy); then seeds 0, 1 and 2 are trained
+plays (seed 0, the short budget, exact match, then character accuracy) by `llmcourse.experiment.widened_sweep`,
+so that the choice lies inside the grid; then seeds 0, 1 and 2 are trained
 under the long budget and scored once on the test plays, overall and by source length. Writes
 bench/results/seq2seq.json, which notebook 5F plots. Usage:
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from llmcourse.data import load_plays
+from llmcourse.experiment import widened_sweep
 from llmcourse.runtime import recommended_threads
 from llmcourse.seq2seq import MODEL_NAMES, build_model, model_width, predict, scores, scores_by_length, train_seq2seq
 from llmcourse.tasks import reversal_pairs
@@ -51,7 +53,7 @@ def main() -> None:
     parser.add_argument("--long", type=float, default=75.0, help="CPU seconds per run for the test numbers")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
-                        help="lr scales tried; the chosen one must lie inside the grid")
+                        help="lr scales tried first; the grid is widened until the chosen one lies inside it")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--sweep-models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES,
                         help="models whose scale to choose again; the others' sweep rows in --out are kept")
@@ -76,19 +78,18 @@ def main() -> None:
         results["sweep"] = [r for r in previous["sweep"] if r["model"] not in args.sweep_models]
         results["chosen_scale"] = {k: v for k, v in previous["chosen_scale"].items() if k not in args.sweep_models}
     for name in args.sweep_models:
-        for scale in args.scales:
+        def score(scale: float) -> float:
+            """Exact match on the validation pairs, with character accuracy breaking ties."""
             started = time.time()
             row = run(name, train_pairs, val_pairs, scale, args.short, seed=0)
             results["sweep"].append({k: v for k, v in row.items() if k not in ("curve", "examples")})
             save()
             print(f"val  {name:16s} scale {scale:<5} steps {row['steps']:5d} exact {row['exact_match']:.3f} "
                   f"chars {row['char_accuracy']:.3f} ({time.time() - started:.0f} s)", flush=True)
-        best = max((r for r in results["sweep"] if r["model"] == name),
-                   key=lambda r: (r["exact_match"], r["char_accuracy"]))
-        results["chosen_scale"][name] = best["lr_scale"]
+            return row["exact_match"] + 1e-3 * row["char_accuracy"]
+
+        results["chosen_scale"][name] = widened_sweep(score, args.scales).chosen
         save()
-        if best["lr_scale"] in (min(args.scales), max(args.scales)):
-            print(f"warning: {name}'s best scale {best['lr_scale']} is at the edge of the grid; widen --scales", flush=True)
     for seed in args.seeds:
         for name in MODEL_NAMES:
             row = run(name, train_pairs, test_pairs, results["chosen_scale"][name], args.long, seed)

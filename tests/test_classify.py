@@ -98,3 +98,20 @@ def test_encoder_classifier_reads_cls_and_sep_framed_passages():
     assert classifier(ids).shape == (2, 3)
     with pytest.raises(ValueError, match="at least 2 classes"):
         EncoderClassifier(encoder, n_classes=1)
+
+
+def test_encoder_classifier_ignores_padding_when_it_knows_the_pad_id():
+    tokenizer = bert_tokenizer()
+    pad = tokenizer.special_tokens["[PAD]"]
+    set_seed(0)
+    encoder = BertModel(EncoderSettings(d_model=16, n_heads=2, n_layers=1, context_length=32).model_config()).eval()
+    short = with_cls_and_sep(torch.tensor([[5, 6, 7]]), tokenizer)
+    long = with_cls_and_sep(torch.tensor([[8, 9, 10, 11, 12, 13]]), tokenizer)
+    batch = torch.cat([torch.cat([short, torch.full((1, 3), pad)], dim=1), long])
+    classifier = EncoderClassifier(encoder, 3, seed=0, pad_id=pad)
+    with torch.no_grad():
+        classifier.head.weight.mul_(1000)  # an untrained [CLS] state varies little: make its changes visible
+        alone, masked = classifier(short), classifier(batch)
+        unmasked = classifier(batch, padding_mask=torch.ones_like(batch, dtype=torch.bool))
+    assert torch.allclose(masked[0], alone[0], atol=1e-4) and torch.allclose(masked[1], classifier(long)[0], atol=1e-4)
+    assert (unmasked[0] - alone[0]).abs().max() > 1e-3  # attending to [PAD] changes the short row

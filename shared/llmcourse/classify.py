@@ -112,13 +112,18 @@ def with_cls_and_sep(token_ids: Tensor, tokenizer: BPETokenizer) -> Tensor:
 
 
 class EncoderClassifier(nn.Module):
-    """A pretrained encoder with a new linear head on its pooled [CLS] vector: logits (batch, n_classes)."""
+    """A pretrained encoder with a new linear head on its pooled [CLS] vector: logits (batch, n_classes).
 
-    def __init__(self, encoder: BertModel, n_classes: int, seed: int = 0):
+    Rows of different lengths in one batch are padded; give `pad_id` (the tokenizer's [PAD]) so that no
+    position attends to the padding, or pass a `padding_mask` (True for real tokens) to `forward`.
+    """
+
+    def __init__(self, encoder: BertModel, n_classes: int, seed: int = 0, pad_id: int | None = None):
         super().__init__()
         if n_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
         self.encoder = encoder
+        self.pad_id = pad_id
         self.head = nn.Linear(encoder.cfg.d_model, n_classes)
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -126,8 +131,10 @@ class EncoderClassifier(nn.Module):
             self.head.bias.zero_()
         self.head.to(next(encoder.parameters()).device)
 
-    def forward(self, token_ids: Tensor) -> Tensor:
-        return self.head(self.encoder.pool(self.encoder.encode(token_ids)))
+    def forward(self, token_ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        if padding_mask is None and self.pad_id is not None:
+            padding_mask = token_ids != self.pad_id
+        return self.head(self.encoder.pool(self.encoder.encode(token_ids, padding_mask=padding_mask)))
 
 
 # --- training and measuring ------------------------------------------------------------------------
