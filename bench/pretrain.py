@@ -2,12 +2,12 @@
 
 All three train on the 26 training plays for the same time budget (3 minutes each by default, wall
 clock, or CPU time of one thread with --cpu-time) with warmup then cosine decay stretched to the
-budget and gradient clipping. The baby GPT and the course GPT use AdamW; the modern recipe
-(`llmcourse.course.MODERN_RECIPE`: rotary positions, RMSNorm, SwiGLU, no biases, QK-norm, an untied
-head, Muon for the blocks' matrices) is notebook 5G's. All are scored on the 6 test plays in bits per
-byte, which does not depend on the tokenizer. (Nothing here chooses a setting: the course settings
-were chosen on the validation plays by bench/sweep_course_settings.py, the modern recipe by
-bench/recipe.py.) Usage:
+budget and gradient clipping. The baby GPT and the course GPT use AdamW; the modern recipe is notebook
+5G's (`llmcourse.course.MODERN_RECIPE`: rotary positions, RMSNorm, SwiGLU and an untied head, with Muon
+for the blocks' matrices; 5G also tried no biases and QK-norm and kept neither). All are scored on the
+6 test plays in bits per byte, which does not depend on the tokenizer. (Nothing here chooses a setting:
+the course settings were chosen on the validation plays by bench/sweep_course_settings.py, the modern
+recipe by bench/recipe.py.) Usage:
 
     python bench/pretrain.py                 # 3 minutes per model
     python bench/pretrain.py --budget 30     # a quick look

@@ -4,7 +4,8 @@ The three language models read the course's 2048-token BPE (trained on the train
 about 235k parameters each, and train on windows of 128 tokens from the training plays under a
 budget of CPU seconds (time.process_time), with the chapter-5 loop (AdamW, warmup then cosine
 decay stretched to end with the budget, clipping at 1). The peak learning rate of each model is
-chosen on the validation plays (seed 0, the short budget); then seeds 0, 1 and 2 are trained under
+chosen on the validation plays (seed 0, the short budget) by `llmcourse.experiment.widened_sweep`, which
+widens the grid until the choice lies inside it; then seeds 0, 1 and 2 are trained under
 the short and the long budget and scored once on the test plays, in bits per byte. Writes
 bench/results/rnn_vs_transformer.json, which notebook 1E plots. Usage:
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from llmcourse.course import course_model
 from llmcourse.data import create_dataloader, load_shakespeare
+from llmcourse.experiment import widened_sweep
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
 from llmcourse.rnn import RNNConfig, RNNLanguageModel
 from llmcourse.runtime import recommended_threads, set_seed
@@ -74,7 +76,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[25.0, 60.0], help="CPU seconds per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--lrs", type=float, nargs="+", default=[4e-3, 8e-3, 1.6e-2], help="peak rates tried")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[4e-3, 8e-3, 1.6e-2],
+                        help="peak rates tried first; the grid is widened until the chosen one lies inside it")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS,
                         help="models to run; the others' results already in --out are kept")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -97,10 +100,14 @@ def main() -> None:
     for name in args.models:
         print(f"{name}: {count_parameters(build(name, data['vocab_size'], 0)):,} parameters", flush=True)
         sweep, trained = {}, {}
-        for lr in args.lrs:
+
+        def score(lr: float) -> float:
+            """Minus the validation bits per byte after the short budget (higher is better)."""
             sweep[lr], trained[lr] = run(name, data, lr, short, args.seeds[0], "val")
             print(f"  lr {lr:g}: val {sweep[lr]['val_bits_per_byte']:.4f} bits per byte", flush=True)
-        best = min(sweep, key=lambda lr: sweep[lr]["val_bits_per_byte"])
+            return -sweep[lr]["val_bits_per_byte"]
+
+        best = widened_sweep(score, args.lrs).chosen
         sweep[best]["test_bits_per_byte"] = evaluate_bits_per_byte(trained[best], data["test"], data["test_bytes"])
         runs = []
         for budget in args.budgets:
@@ -112,7 +119,7 @@ def main() -> None:
                       f"{done['tokens_per_second']:,.0f} tokens/s", flush=True)
         results["models"][name] = {
             "parameters": count_parameters(build(name, data["vocab_size"], 0)),
-            "sweep": {f"{lr:g}": sweep[lr]["val_bits_per_byte"] for lr in args.lrs},
+            "sweep": {f"{lr:g}": sweep[lr]["val_bits_per_byte"] for lr in sorted(sweep)},
             "chosen_lr": best, "runs": runs}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
