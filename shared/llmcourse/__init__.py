@@ -1,7 +1,8 @@
 """llmcourse: the code built in the course notebooks, promoted chapter by chapter.
 
 Modules, from the bottom layer up: each imports only from modules listed before it (the layers contract in
-pyproject.toml, checked by tests/test_layers.py):
+pyproject.toml, checked by tests/test_layers.py)::
+
     runtime          device, threads, seeding, data and cache folders, one builder of a cached artifact (all)
     experiment       the experiment protocol: sweeps widened until the choice is inside, compared seeds (all)
     drawing          the course's drawing style: colours, boxes, arrows, grids (chapters 3-5)

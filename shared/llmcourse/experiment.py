@@ -1,6 +1,7 @@
 """The course's experiment protocol (used by `bench/` and by the notebooks that re-run a part of it).
 
 Three rules, each a function:
+
 - a sweep's choice must lie inside its grid: `widened_sweep` scores a grid and extends it past whichever
   edge wins until the best value has a neighbour on both sides (or a hard bound, such as a rate of 1, is
   reached, which it records);
