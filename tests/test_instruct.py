@@ -5,13 +5,11 @@ import json
 import pytest
 import torch
 
-from llmcourse.data import load_plays
 from llmcourse.generate import generate
 from llmcourse.instruct import (collate_instructions, encode_record, exact_match_by_task, format_prompt,
                                 load_instruction_json, respond)
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import set_seed
-from llmcourse.tokenizer import BPETokenizer
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -21,16 +19,6 @@ def tiny_model(seed: int = 0, vocab_size: int = 64, context_length: int = 32) ->
     set_seed(seed)
     return GPTModel(GPTConfig(vocab_size=vocab_size, context_length=context_length, d_model=32, n_heads=4, n_layers=2,
                               dropout=0.0))
-
-
-@pytest.fixture(scope="module")
-def plays():
-    return load_plays()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(plays):
-    return BPETokenizer.train(plays[0].text[:20_000], 300)
 
 
 def test_collate_pads_and_masks_with_minus_100():
@@ -65,23 +53,23 @@ def test_load_instruction_json_reads_alpaca_records_and_names_bad_ones(tmp_path)
         load_instruction_json(path)
 
 
-def test_prompt_template_and_encoding(tokenizer):
+def test_prompt_template_and_encoding(small_bpe):
     record = {"instruction": "Give the first word of the line.", "input": "Now is the winter", "output": "Now"}
     assert format_prompt(record) == ("### Instruction:\nGive the first word of the line.\n\n"
                                      "### Input:\nNow is the winter\n\n### Response:\n")
     assert format_prompt({**record, "input": ""}) == "### Instruction:\nGive the first word of the line.\n\n### Response:\n"
-    prompt, response = encode_record(record, tokenizer)
-    assert tokenizer.decode(prompt) == format_prompt(record)
-    assert response[-1] == tokenizer.eot_id and tokenizer.decode(response[:-1]) == "Now"
+    prompt, response = encode_record(record, small_bpe)
+    assert small_bpe.decode(prompt) == format_prompt(record)
+    assert response[-1] == small_bpe.eot_id and small_bpe.decode(response[:-1]) == "Now"
 
 
-def test_exact_match_by_task_and_respond(tokenizer):
+def test_exact_match_by_task_and_respond(small_bpe):
     records = [{"task": "a", "output": "x"}, {"task": "a", "output": "y"}, {"task": "b", "output": "z"}]
     assert exact_match_by_task(records, [" x ", "x", "z"]) == {"a": 0.5, "b": 1.0, "all": 2 / 3}
-    model = tiny_model(vocab_size=tokenizer.vocab_size, context_length=48)  # room for the prompt and the response
+    model = tiny_model(vocab_size=small_bpe.vocab_size, context_length=48)  # room for the prompt and the response
     record = {"instruction": "Hi.", "input": "", "output": ""}
-    response = respond(model, tokenizer, record, max_new_tokens=4)
-    prompt = tokenizer.encode(format_prompt(record), allowed_special="none")
-    new = generate(model, torch.tensor([prompt]), 4, eos_id=tokenizer.eot_id)[0, len(prompt):].tolist()
-    assert len(new) <= 4 and response == tokenizer.decode(new[:new.index(tokenizer.eot_id)] if tokenizer.eot_id in new
+    response = respond(model, small_bpe, record, max_new_tokens=4)
+    prompt = small_bpe.encode(format_prompt(record), allowed_special="none")
+    new = generate(model, torch.tensor([prompt]), 4, eos_id=small_bpe.eot_id)[0, len(prompt):].tolist()
+    assert len(new) <= 4 and response == small_bpe.decode(new[:new.index(small_bpe.eot_id)] if small_bpe.eot_id in new
                                                          else new).strip()

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from llmcourse.course import bert_tokenizer
-from llmcourse.data import load_plays
 from llmcourse.encoder import BertModel
 from llmcourse.mlm import (IGNORE_INDEX, EncoderHistory, EncoderSettings, collate_pairs, load_encoder, mask_tokens,
                            pack_pair, pretrain_encoder, save_encoder)
@@ -19,11 +18,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 VOCAB, PAD, CLS, SEP, MASK = 100, 96, 97, 98, 99
 SPECIAL = (PAD, CLS, SEP, MASK)
-
-
-@pytest.fixture(scope="module")
-def plays():
-    return load_plays()
 
 
 @pytest.fixture(scope="module")

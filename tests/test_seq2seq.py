@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from llmcourse.data import load_plays
 from llmcourse.encoder import EncoderDecoder
 from llmcourse.model import GPTConfig
 from llmcourse.rnn import RNNEncoderDecoder
@@ -11,11 +10,6 @@ from llmcourse.runtime import threads
 from llmcourse.seq2seq import (BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, char_accuracy, decode, encode, make_batch, predict,
                                scores, scores_by_length, train_seq2seq, warmup_lr)
 from llmcourse.tasks import Pair, reversal_pairs
-
-
-@pytest.fixture(scope="module")
-def plays():
-    return load_plays()
 
 
 def tiny_rnn(attention: bool, seed: int = 0) -> RNNEncoderDecoder:

@@ -8,29 +8,17 @@ import pytest
 import torch
 
 from llmcourse.course import bert_tokenizer
-from llmcourse.data import load_plays
 from llmcourse.tasks import (GENRE_CLASSES, IS_NEXT, RANDOM_NEXT, TASKS, genre_label, genre_passages,
                              instruction_records, load_sms_spam, normalise_line, nsp_pairs, parse_sms_spam,
                              reversal_pairs, reverse_words, speech_words, split_speeches)
-from llmcourse.tokenizer import BPETokenizer
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def plays():
-    return load_plays()
-
-
-@pytest.fixture(scope="module")
 def bert():
     return bert_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(plays):
-    return BPETokenizer.train(plays[0].text[:20_000], 300)
 
 
 def test_genres_fold_into_three_classes_and_unknown_labels_are_rejected():
@@ -41,14 +29,14 @@ def test_genres_fold_into_three_classes_and_unknown_labels_are_rejected():
         genre_label("satire")
 
 
-def test_genre_passages_are_balanced_of_fixed_length_and_from_the_split(plays, tokenizer):
-    passages = genre_passages(plays, tokenizer, "test", per_class=7, n_tokens=24, seed=1)
+def test_genre_passages_are_balanced_of_fixed_length_and_from_the_split(plays, small_bpe):
+    passages = genre_passages(plays, small_bpe, "test", per_class=7, n_tokens=24, seed=1)
     test_plays = {p.play: p for p in plays if p.split == "test"}
     assert sorted(torch.bincount(torch.tensor([p.label for p in passages])).tolist()) == [7, 7, 7]
     assert all(len(p.token_ids) == 24 and p.play in test_plays for p in passages)
     assert all(genre_label(test_plays[p.play].genre) == p.label for p in passages)
     assert len({p.text for p in passages}) == len(passages)
-    assert [p.text for p in passages] == [p.text for p in genre_passages(plays, tokenizer, "test", 7, 24, seed=1)]
+    assert [p.text for p in passages] == [p.text for p in genre_passages(plays, small_bpe, "test", 7, 24, seed=1)]
 
 
 def test_instruction_records_have_exact_answers(plays):
