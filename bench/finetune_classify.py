@@ -1,14 +1,16 @@
 """Benchmark: genre classification with the course GPT, every configuration over 3 seeds (chapter 6).
 
-Passages of 64 tokens labelled comedy, history or tragedy, split by whole plays. For each
-configuration the learning rate is chosen on the validation plays (seed 0, a small grid) and the
-epoch by early stopping on validation accuracy; then seeds 0, 1 and 2 are scored once on the test
-plays. Configurations: majority class; bag-of-words logistic regression; the course GPT with a new
-head trained alone (last, first or mean pooling), with its last block and final norm, in full, or
-with LoRA (and a sweep of LoRA's rank and alpha); and the same architecture trained from scratch.
-Writes bench/results/finetune_classify.json, which notebooks 6A and 6C plot. Usage:
+Passages of 64 tokens labelled comedy, history or tragedy, split by whole plays. Under the course's
+experiment protocol (`llmcourse.experiment`): for each configuration the learning rate is chosen on the
+validation plays (seed 0) by `widened_sweep`, which widens the grid until the best rate is inside it,
+and the epoch by early stopping on validation accuracy; then seeds 0, 1 and 2 are scored once on the
+test plays, with each play's share kept so the notebooks can bootstrap over plays. Configurations:
+majority class; bag-of-words logistic regression; the course GPT with a new head trained alone (last,
+first or mean pooling), with its last block and final norm, in full (last or mean pooling), or with LoRA
+(ranks 2, 8 and 32, alphas 4, 16 and 64, each with its own learning rate); and the same architecture
+trained from scratch. Writes bench/results/finetune_classify.json, which notebooks 6A and 6C plot. Usage:
 
-    LLMCOURSE_THREADS=1 python bench/finetune_classify.py          # about 25 minutes on a 2-core CPU
+    LLMCOURSE_THREADS=1 python bench/finetune_classify.py          # about an hour on one core
     LLMCOURSE_THREADS=1 python bench/finetune_classify.py --only lora   # configurations whose name has "lora"
 """
 
@@ -29,6 +31,7 @@ from llmcourse.classify import (GPTClassifier, accuracy, add_classification_head
                                 predict_proba, set_trainable, train_classifier)
 from llmcourse.course import course_model
 from llmcourse.data import load_plays
+from llmcourse.experiment import comparison_over_plays_record, counts_by_play, widened_sweep
 from llmcourse.lora import add_lora, freeze_except_lora
 from llmcourse.model import GPTModel
 from llmcourse.runtime import set_seed
@@ -95,6 +98,8 @@ def run(data: dict, build: Callable[[int], tuple[nn.Module, str]], config: dict,
         predictions = predict_proba(classifier, data[split][source]).argmax(-1)
         scores[f"{split}_accuracy"] = accuracy(data[split]["labels"], predictions)
         scores[f"{split}_macro_f1"] = macro_f1(data[split]["labels"], predictions, len(GENRE_CLASSES))
+    scores["test_by_play"] = counts_by_play([p.play for p in data["test"]["passages"]],  # for a bootstrap over plays
+                                            (predictions == data["test"]["labels"]).tolist())
     trainable = sum(p.numel() for p in classifier.parameters() if p.requires_grad)
     return {**config, "lr": lr, "seed": seed, **scores, "best_epoch": history.best_epoch,
             "epoch_val_accuracy": history.epoch_scores, "train_loss": history.train_loss,
@@ -102,23 +107,39 @@ def run(data: dict, build: Callable[[int], tuple[nn.Module, str]], config: dict,
 
 
 def configurations() -> list[dict]:
-    """Every configuration: its name, kind, pooling, epochs and learning-rate grid."""
+    """Every configuration: its name, kind, pooling, epochs and the learning-rate grid its sweep starts from."""
     configs = [{"name": "bag of words", "kind": "bow", "pooling": "-", "epochs": 30, "lrs": [3e-3, 1e-2, 3e-2],
                 "weight_decay": 0.0}]
     for pooling in ("last", "first", "mean"):
         configs.append({"name": f"head only ({pooling})", "kind": "head", "pooling": pooling, "epochs": 30,
                         "lrs": [3e-3, 1e-2, 3e-2]})
     for pooling in ("last", "first", "mean"):
-        configs.append({"name": f"last block ({pooling})", "kind": "last block", "pooling": pooling, "epochs": 4,
+        configs.append({"name": f"last block ({pooling})", "kind": "last block", "pooling": pooling, "epochs": 8,
                         "lrs": [1e-4, 3e-4, 1e-3]})
-    configs.append({"name": "full", "kind": "full", "pooling": "last", "epochs": 3, "lrs": [1e-4, 3e-4]})
-    configs.append({"name": "from scratch", "kind": "scratch", "pooling": "last", "epochs": 3, "lrs": [3e-4, 1e-3]})
-    configs.append({"name": "lora r8 a16", "kind": "lora", "pooling": "last", "epochs": 3, "rank": 8, "alpha": 16,
-                    "lrs": [1e-3, 3e-3]})
-    for rank, alpha in [(2, 16), (32, 16), (8, 4), (8, 64)]:  # a sweep around r=8, alpha=16, at its learning rate
-        configs.append({"name": f"lora r{rank} a{alpha}", "kind": "lora", "pooling": "last", "epochs": 3,
-                        "rank": rank, "alpha": alpha, "lrs": "lora r8 a16"})
+    for name, pooling in (("full", "last"), ("full (mean)", "mean")):
+        configs.append({"name": name, "kind": "full", "pooling": pooling, "epochs": 8, "lrs": [1e-4, 3e-4, 1e-3]})
+    configs.append({"name": "from scratch", "kind": "scratch", "pooling": "last", "epochs": 8,
+                    "lrs": [1e-4, 3e-4, 1e-3]})
+    for rank, alpha in [(8, 16), (2, 16), (32, 16), (8, 4), (8, 64)]:  # a sweep around r=8, alpha=16
+        configs.append({"name": f"lora r{rank} a{alpha}", "kind": "lora", "pooling": "last", "epochs": 8,
+                        "rank": rank, "alpha": alpha, "lrs": [1e-3, 3e-3, 1e-2]})
     return configs
+
+
+# The pairs chapter 6 draws conclusions from: test accuracy over seeds and test plays.
+COMPARED = [("head only (mean)", "head only (last)"), ("head only (mean)", "bag of words"),
+            ("full", "from scratch"), ("full (mean)", "full"), ("full (mean)", "bag of words"),
+            ("lora r8 a16", "full"), ("last block (mean)", "last block (last)")]
+
+
+def comparisons(runs: list[dict]) -> list[dict]:
+    """`COMPARED`'s pairs as the protocol records them (those whose runs are all in `runs`)."""
+    by_name = {}
+    for r in runs:
+        by_name.setdefault(r["name"], []).append(r["test_by_play"])
+    return [{"metric": "test accuracy, over seeds and test plays", **comparison_over_plays_record(a, by_name[a], b,
+                                                                                                   by_name[b])}
+            for a, b in COMPARED if a in by_name and b in by_name]
 
 
 def main() -> None:
@@ -132,28 +153,34 @@ def main() -> None:
     for split in data:
         data[split]["bow"] = bag_of_words([p.text for p in data[split]["passages"]], vocabulary)
 
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.only else {"runs": [], "chosen_lr": {}}
-    runs = [r for r in previous["runs"] if args.only not in r["name"]] if args.only else []
-    chosen_lr = previous["chosen_lr"]
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.only else {}
+    keep = (lambda name: args.only not in name) if args.only else (lambda name: False)
+    runs = [r for r in previous.get("runs", []) if keep(r["name"])]
+    sweep_runs = [r for r in previous.get("sweep_runs", []) if keep(r["name"])]
+    choices = [c for c in previous.get("choices", []) if keep(c["setting"])]
+    chosen_lr = {name: lr for name, lr in previous.get("chosen_lr", {}).items() if keep(name)}
     for config in configurations():
         if args.only not in config["name"]:
             continue
         build = (lambda seed, c=config: bag_of_words_classifier(data, c, seed)) if config["kind"] == "bow" else \
                 (lambda seed, c=config: gpt_classifier(pretrained, c, seed))
         settings = {k: v for k, v in config.items() if k != "lrs"}
-        if isinstance(config["lrs"], str):
-            lr, first = chosen_lr[config["lrs"]], None
-        else:  # choose the learning rate on validation accuracy, seed 0
-            trials = [run(data, build, settings, lr, SEEDS[0]) for lr in config["lrs"]]
-            first = max(trials, key=lambda r: r["val_accuracy"])
-            lr = first["lr"]
-            for trial in trials:
-                print(f"  {config['name']:24s} lr {trial['lr']:.0e}: val accuracy {trial['val_accuracy']:.3f}")
-        chosen_lr[config["name"]] = lr
+        trials = {}
+
+        def score(lr: float, build=build, settings=settings, trials=trials) -> float:
+            trials[lr] = run(data, build, settings, lr, SEEDS[0])
+            print(f"  {settings['name']:24s} lr {lr:.1e}: val accuracy {trials[lr]['val_accuracy']:.3f} "
+                  f"(epoch {trials[lr]['best_epoch']})", flush=True)
+            return trials[lr]["val_accuracy"]
+
+        sweep = widened_sweep(score, config["lrs"], factor=3.0)
+        choices.append(sweep.record(config["name"]))
+        lr = chosen_lr[config["name"]] = sweep.chosen
+        sweep_runs += [trial for value, trial in trials.items() if value != lr]
         for seed in SEEDS:
-            result = first if seed == SEEDS[0] and first is not None else run(data, build, settings, lr, seed)
+            result = trials[lr] if seed == SEEDS[0] else run(data, build, settings, lr, seed)
             runs.append(result)
-            print(f"{config['name']:24s} lr {lr:.0e} seed {seed}: val {result['val_accuracy']:.3f} "
+            print(f"{config['name']:24s} lr {lr:.1e} seed {seed}: val {result['val_accuracy']:.3f} "
                   f"test {result['test_accuracy']:.3f} (epoch {result['best_epoch']}, {result['cpu_seconds']:.0f} "
                   f"CPU s)", flush=True)
     majority = torch.bincount(data["train"]["labels"]).argmax().item()
@@ -166,7 +193,8 @@ def main() -> None:
         "per_class": PER_CLASS, "n_tokens": N_TOKENS, "seeds": list(SEEDS), "batch_size": BATCH_SIZE,
         "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
         "majority_class": {"class": GENRE_CLASSES[majority], **baseline},
-        "chosen_lr": chosen_lr, "runs": runs}, indent=1))
+        "choices": choices, "comparisons": comparisons(runs), "chosen_lr": chosen_lr, "runs": runs, "sweep_runs": sweep_runs},
+        indent=1))
     print("wrote", RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS)
 
 

@@ -1,24 +1,34 @@
-"""Benchmark: from GPT-2's recipe to today's, one change at a time, each at the same CPU-time budget.
+"""Benchmark: from GPT-2's recipe to today's, one change at a time, each on the same number of tokens.
 
-Each step adds one change to those kept so far (rotary positions, RMSNorm, SwiGLU, no biases, QK-norm,
-an untied output head) and is kept only if it lowers the mean validation score; then the Muon optimizer
-(its learning rate chosen among three), then batch size and context length at the new speed, then
-ReLU² in place of SwiGLU. Each configuration trains on the 26 training plays for `--budget`
-CPU seconds of one thread (time.process_time, so other programs on the machine do not change the
-result much) with the course's schedule (warmup, cosine stretched to the budget, clipping at 1), once
-per seed, and is scored on the 6 validation plays in bits per byte: every choice here is made on
-validation. The test plays are used once, by bench/pretrain.py. Results go to
-bench/results/recipe_ablation.json, which notebook 5G plots. Usage:
+Under the course's experiment protocol (`llmcourse.experiment`), every choice is made on the 6 validation
+plays in bits per byte:
 
-    python bench/recipe.py                      # the ablation: 45 CPU seconds per run, 2 seeds per step
-    python bench/recipe.py --budget 20 --seeds 1 --fresh   # a quick look
+1. AdamW's peak learning rate is tuned for this budget on the GPT-2 recipe (the mean over the seeds, a grid
+   widened until the best rate is inside it).
+2. Each change (rotary positions, RMSNorm, SwiGLU, no biases, QK-norm, an untied output head) is tried on
+   top of the changes kept so far, over 3 seeds, and kept only if it lowers bits per byte by more than two
+   standard errors (`compare`); a change within the noise is dropped, the simpler model kept.
+3. The Muon optimizer: its learning rate tuned the same way as AdamW's, then kept by the same rule.
+4. Batch size and context length for the same tokens (one seed each, the best confirmed over 3 seeds), and
+   ReLU² in place of the feed-forward kept so far.
+
+Each run trains on the 26 training plays for the same number of training tokens, `--tokens` (307,200 by
+default: 300 updates of 8 windows of 128 tokens, about 45 CPU seconds of one thread), with the course's
+schedule (warmup, cosine stretched to the run, clipping at 1). A budget of tokens means the same on every
+machine, and a run's score depends on its seed alone, not on how busy the machine was; what each change
+costs in time is measured apart, in tokens per CPU second (`--speed`, and every run records its own).
+The test plays are used once, by bench/pretrain.py. Results go to bench/results/recipe_ablation.json,
+which notebook 5G plots. Usage:
+
+    python bench/recipe.py --fresh              # the ablation: 3 seeds per step, about 45 minutes on one core
+    python bench/recipe.py --tokens 102400 --fresh   # a quick look
     python bench/recipe.py --speed              # tokens per second: compile, bf16, foreach/fused, vocab padding
 """
 
 import argparse
 import json
-import math
 import os
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +37,7 @@ import torch
 
 from llmcourse.course import COURSE_SETTINGS, course_tokenizer
 from llmcourse.data import create_dataloader, load_shakespeare
+from llmcourse.experiment import comparison_record, widened_sweep
 from llmcourse.model import GPTModel, count_parameters
 from llmcourse.muon import MuonWithAdamW
 from llmcourse.runtime import set_seed
@@ -34,10 +45,8 @@ from llmcourse.train import batch_loss, configure_optimizer, evaluate_bits_per_b
 
 RESULTS = Path(__file__).parent / "results" / "recipe_ablation.json"
 
-# Each step: (name, what it changes). A step is tried on top of every change kept so far and kept
-# only if it lowers the mean validation bits per byte; "optimizer" and "data" change the training.
+# Each step: (name, what it changes), tried on top of every change kept so far.
 STEPS = [
-    ("GPT-2 recipe", {}),
     ("+ rotary positions", {"model": {"positions": "rotary"}}),
     ("+ RMSNorm", {"model": {"norm": "rms"}}),
     ("+ SwiGLU", {"model": {"ff": "swiglu"}}),
@@ -45,8 +54,9 @@ STEPS = [
     ("+ QK-norm", {"model": {"qk_norm": True}}),
     ("+ untied head", {"model": {"tie_weights": False}}),
 ]
-MUON_LRS = (0.01, 0.02, 0.04)  # Muon's step: the best of these on seed 0, then confirmed on every seed
-BATCH_CONTEXT = ((16, 128), (8, 256), (4, 256))  # tried at Muon's speed, one seed each, then confirmed
+ADAMW_LRS = (2e-3, 4e-3, 8e-3)  # AdamW's peak rate: the starting grid, widened until the best is inside
+MUON_LRS = (0.01, 0.02, 0.04)  # Muon's rate for the weight matrices, likewise
+BATCH_CONTEXT = ((4, 128), (16, 128), (8, 256), (4, 256))  # windows x tokens per update, one seed each
 
 
 def combine(total: dict, change: dict) -> dict:
@@ -62,27 +72,30 @@ def build(total: dict, vocab_size: int, seed: int) -> tuple[GPTModel, object, in
                      **total["model"])
     set_seed(seed)
     model = GPTModel(config)
+    lr = total["optimizer"].get("max_lr", settings.max_lr)
     if "muon_lr" in total["optimizer"]:
-        optimizer = MuonWithAdamW(model, settings.max_lr, total["optimizer"]["muon_lr"], settings.weight_decay)
+        optimizer = MuonWithAdamW(model, lr, total["optimizer"]["muon_lr"], settings.weight_decay)
     else:
-        optimizer = configure_optimizer(model, settings.max_lr, settings.weight_decay)
+        optimizer = configure_optimizer(model, lr, settings.weight_decay)
     return model, optimizer, data["batch_size"], data["context_length"]
 
 
-def run(total: dict, seed: int, budget: float, train_ids: list[int], val_ids: list[int], val_bytes: int,
+def run(total: dict, seed: int, tokens: int, train_ids: list[int], val_ids: list[int], val_bytes: int,
         vocab_size: int) -> dict:
-    """Train one recipe for `budget` CPU seconds; its validation bits per byte and speed."""
+    """Train one recipe on `tokens` training tokens; its validation bits per byte and speed."""
     settings = COURSE_SETTINGS
     model, optimizer, batch_size, context_length = build(total, vocab_size, seed)
-    lr = settings.max_lr
+    lr = total["optimizer"].get("max_lr", settings.max_lr)
     loader = create_dataloader(train_ids, batch_size, context_length, seed=seed)
-    history = train(model, optimizer, loader, None, max_steps=10**9, max_lr=lr, min_lr=lr / 10,
-                    warmup_steps=settings.warmup_steps, grad_clip=settings.grad_clip, eval_every=10**9,
-                    time_budget=budget, seed=seed, clock=time.process_time, progress=False)
+    started = time.process_time()
+    history = train(model, optimizer, loader, None, max_steps=tokens // (batch_size * context_length), max_lr=lr,
+                    min_lr=lr / 10, warmup_steps=settings.warmup_steps, grad_clip=settings.grad_clip,
+                    eval_every=10**9, seed=seed, progress=False)
+    cpu_seconds = time.process_time() - started
     bpb = evaluate_bits_per_byte(model, val_ids, val_bytes, batch_size=32)
     return {"seed": seed, "val_bits_per_byte": round(bpb, 4), "steps": history.steps[-1],
-            "tokens": history.tokens_seen[-1], "cpu_seconds": round(history.seconds, 1),
-            "tokens_per_cpu_second": round(history.tokens_seen[-1] / history.seconds),
+            "tokens": history.tokens_seen[-1], "cpu_seconds": round(cpu_seconds, 1),
+            "tokens_per_cpu_second": round(history.tokens_seen[-1] / cpu_seconds),
             "parameters": count_parameters(model), "curve_tokens": history.tokens_seen[::20],
             "curve_loss": [round(x, 4) for x in history.train_loss[::20]]}
 
@@ -92,52 +105,70 @@ def ablation(args: argparse.Namespace) -> None:
     train_text, val_text = load_shakespeare("train"), load_shakespeare("val")
     train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
     val_bytes = len(val_text.encode("utf-8"))
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() and not args.fresh else {}
-    runs = results.setdefault("runs", {})
-    results["budget_cpu_seconds"] = args.budget
-    results["seeds"] = args.seeds
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = {"about": "5G's ablation, validation bits per byte (lower is better)",
+               "budget_tokens": args.tokens, "seeds": args.seeds, "threads": 1,
+               "runs": {} if args.fresh else old.get("runs", {}), "choices": [], "comparisons": [],
+               "decisions": [], **({"speed": old["speed"]} if "speed" in old else {})}
+    runs = results["runs"]
 
-    def score(name: str, total: dict, seeds: range) -> float:
-        """Mean validation bits per byte of `total` over `seeds` (runs already in the file are reused)."""
+    def scores(name: str, total: dict, seeds: range) -> list[float]:
+        """Validation bits per byte of `total`, one per seed (runs already in the file are reused)."""
         for seed in seeds:
             key = f"{name} | seed {seed}"
             if runs.get(key, {}).get("recipe") == total:
                 continue
             started = time.time()
-            result = run(total, seed, args.budget, train_ids, val_ids, val_bytes, tokenizer.vocab_size)
+            result = run(total, seed, args.tokens, train_ids, val_ids, val_bytes, tokenizer.vocab_size)
             runs[key] = {"name": name, "recipe": total, **result}
-            print(f"{name:32s} seed {seed}: {result['val_bits_per_byte']:.4f} bits/byte, "
+            print(f"{name:36s} seed {seed}: {result['val_bits_per_byte']:.4f} bits/byte, "
                   f"{result['tokens_per_cpu_second']:,} tokens/CPU s, {result['steps']} steps "
                   f"({time.time() - started:.0f} s wall, load {os.getloadavg()[0]:.1f})", flush=True)
             RESULTS.write_text(json.dumps(results, indent=1))
-        return sum(runs[f"{name} | seed {seed}"]["val_bits_per_byte"] for seed in seeds) / len(seeds)
+        return [runs[f"{name} | seed {seed}"]["val_bits_per_byte"] for seed in seeds]
 
     all_seeds = range(args.seeds)
-    kept, best, decisions = combine({}, {}), math.inf, []
+
+    def tune(setting: str, label: str, grid: tuple[float, ...], total_at) -> float:
+        """The rate in `grid` (widened until inside) with the lowest validation bits per byte, mean of every seed
+        (one seed is not enough near the edge of stability, where a lucky seed can hide a diverging one)."""
+        sweep = widened_sweep(lambda lr: -statistics.mean(scores(f"{label} {lr:g}", total_at(lr), all_seeds)), grid)
+        results["choices"].append(sweep.record(setting, higher_is="better (minus bits per byte)"))
+        print(f"{setting}: {sweep.chosen:g} from {sorted(sweep.scores)}", flush=True)
+        return sweep.chosen
+
+    adamw_lr = tune("AdamW learning rate", "GPT-2 recipe, AdamW lr", ADAMW_LRS,
+                    lambda lr: combine({}, {"optimizer": {"max_lr": lr}}))
+    kept_name = f"GPT-2 recipe, AdamW lr {adamw_lr:g}"
+    kept = combine({}, {"optimizer": {"max_lr": adamw_lr}})
+    kept_scores = scores(kept_name, kept, all_seeds)
+    results["decisions"].append({"step": "GPT-2 recipe", "val_bits_per_byte": kept_scores, "kept": True})
 
     def consider(name: str, total: dict) -> None:
-        nonlocal kept, best
-        mean = score(name, total, all_seeds)
-        keep = mean < best
-        decisions.append({"step": name, "val_bits_per_byte": round(mean, 4), "kept": keep})
-        print(f"{name}: mean {mean:.4f} -> {'kept' if keep else 'dropped'}", flush=True)
+        """Keep `total` only if it beats the recipe kept so far beyond two standard errors."""
+        nonlocal kept, kept_name, kept_scores
+        new = scores(name, total, all_seeds)
+        record = comparison_record(kept_name, kept_scores, name, new)
+        keep = record["verdict"] == "a is higher"  # the kept recipe's bits per byte are higher: the change helps
+        record["claim"] = record["verdict"]
+        results["comparisons"].append(record)
+        results["decisions"].append({"step": name, "val_bits_per_byte": new, "kept": keep,
+                                     "difference": record["difference"], "standard_error": record["standard_error"]})
+        print(f"{name}: {record['difference']:+.4f} ± {record['standard_error']:.4f} -> "
+              f"{'kept' if keep else 'dropped'}", flush=True)
         if keep:
-            kept, best = total, mean
+            kept, kept_name, kept_scores = total, name, new
 
     for name, change in STEPS:
         consider(name, combine(kept, change))
-    score("ReLU² instead of SwiGLU", combine(kept, {"model": {"ff": "relu2"}}), range(1))  # a first look
-    # Muon: choose its learning rate on seed 0, then score the chosen one on every seed.
-    candidates = {f"Muon lr {lr:g}": combine(kept, {"optimizer": {"muon_lr": lr}}) for lr in MUON_LRS}
-    chosen = min(candidates, key=lambda name: score(name, candidates[name], range(1)))
-    consider(chosen, candidates[chosen])
+    muon_lr = tune("Muon learning rate", "+ Muon lr", MUON_LRS,
+                   lambda lr: combine(kept, {"optimizer": {"muon_lr": lr}}))
+    consider(f"+ Muon lr {muon_lr:g}", combine(kept, {"optimizer": {"muon_lr": muon_lr}}))
     candidates = {f"batch {b}, context {c}": combine(kept, {"data": {"batch_size": b, "context_length": c}})
                   for b, c in BATCH_CONTEXT}
-    chosen = min(candidates, key=lambda name: score(name, candidates[name], range(1)))
+    chosen = min(candidates, key=lambda name: scores(name, candidates[name], range(1))[0])
     consider(chosen, candidates[chosen])
-    # ReLU² beat SwiGLU in its first look (seed 0, before Muon), so it gets a full try on the final recipe.
-    consider("ReLU² instead of SwiGLU, with Muon", combine(kept, {"model": {"ff": "relu2"}}))
-    results["decisions"] = decisions
+    consider("ReLU² feed-forward", combine(kept, {"model": {"ff": "relu2"}}))
     results["final_recipe"] = kept
     RESULTS.write_text(json.dumps(results, indent=1))
     print("final recipe:", json.dumps(kept))
@@ -191,8 +222,9 @@ def speed(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=45.0, help="CPU seconds per run (default: 45)")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds for each step of the path (default: 2)")
+    parser.add_argument("--tokens", type=int, default=300 * 8 * 128,
+                        help="training tokens per run (default: 307,200, 300 updates of 8 x 128)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds for each step of the path (default: 3)")
     parser.add_argument("--fresh", action="store_true", help="ignore results already in the file")
     parser.add_argument("--speed", action="store_true", help="measure the CPU speed tricks instead")
     args = parser.parse_args()

@@ -24,7 +24,7 @@ from torch import nn
 
 from llmcourse.course import course_model
 from llmcourse.data import create_dataloader, load_shakespeare
-from llmcourse.experiment import widened_sweep
+from llmcourse.experiment import comparison_record, widened_sweep
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
 from llmcourse.rnn import RNNConfig, RNNLanguageModel
 from llmcourse.runtime import recommended_threads, set_seed
@@ -92,7 +92,8 @@ def main() -> None:
     results = {"about": "bench/rnn_vs_transformer.py: RNN, LSTM and transformer language models under equal "
                         "CPU-time budgets, BPE 2048, windows of 128 tokens, batches of 16",
                "threads": recommended_threads(), "machine": platform.machine(), "torch": torch.__version__,
-               "budgets": args.budgets, "seeds": args.seeds, "lrs": args.lrs, "models": {}}
+               "budgets": args.budgets, "seeds": args.seeds, "lrs": args.lrs, "models": {}, "choices": [],
+               "comparisons": []}
     if args.out.exists() and set(args.models) != set(MODELS):
         kept = json.loads(args.out.read_text())["models"]
         results["models"] = {name: kept[name] for name in MODELS if name in kept and name not in args.models}
@@ -107,7 +108,8 @@ def main() -> None:
             print(f"  lr {lr:g}: val {sweep[lr]['val_bits_per_byte']:.4f} bits per byte", flush=True)
             return -sweep[lr]["val_bits_per_byte"]
 
-        best = widened_sweep(score, args.lrs).chosen
+        lr_sweep = widened_sweep(score, args.lrs)
+        best = lr_sweep.chosen
         sweep[best]["test_bits_per_byte"] = evaluate_bits_per_byte(trained[best], data["test"], data["test_bytes"])
         runs = []
         for budget in args.budgets:
@@ -120,10 +122,24 @@ def main() -> None:
         results["models"][name] = {
             "parameters": count_parameters(build(name, data["vocab_size"], 0)),
             "sweep": {f"{lr:g}": sweep[lr]["val_bits_per_byte"] for lr in sorted(sweep)},
-            "chosen_lr": best, "runs": runs}
+            "chosen_lr": best, "choice": lr_sweep.record(name, "better (minus validation bits per byte)"), "runs": runs}
+        results["choices"] = [results["models"][m]["choice"] for m in MODELS if m in results["models"]]
+        results["comparisons"] = test_comparisons(results["models"], args.budgets)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
+
+
+def test_comparisons(models: dict, budgets: list[float]) -> list[dict]:
+    """Every pair of models trained so far, test bits per byte at each budget, over the seeds."""
+    records = []
+    names = [m for m in MODELS if m in models]
+    for budget in budgets:
+        scores = {m: [r["test_bits_per_byte"] for r in models[m]["runs"] if r["budget"] == budget] for m in names}
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                records.append({"budget": budget, **comparison_record(a, scores[a], b, scores[b])})
+    return records
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from llmcourse.data import load_plays
-from llmcourse.experiment import widened_sweep
+from llmcourse.experiment import comparison_record, widened_sweep
 from llmcourse.runtime import recommended_threads
 from llmcourse.seq2seq import MODEL_NAMES, build_model, model_width, predict, scores, scores_by_length, train_seq2seq
 from llmcourse.tasks import reversal_pairs
@@ -67,7 +67,8 @@ def main() -> None:
                "n_train": N_TRAIN, "n_val": N_VAL, "n_test": N_TEST, "batch_size": BATCH_SIZE,
                "warmup_steps": WARMUP_STEPS, "label_smoothing": LABEL_SMOOTHING,
                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-               "short_budget": args.short, "long_budget": args.long, "sweep": [], "chosen_scale": {}, "test": []}
+               "short_budget": args.short, "long_budget": args.long, "sweep": [], "chosen_scale": {}, "test": [],
+               "choices": [], "comparisons": []}
 
     def save() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +78,7 @@ def main() -> None:
         previous = json.loads(args.out.read_text())
         results["sweep"] = [r for r in previous["sweep"] if r["model"] not in args.sweep_models]
         results["chosen_scale"] = {k: v for k, v in previous["chosen_scale"].items() if k not in args.sweep_models}
+        results["choices"] = [c for c in previous["choices"] if c["setting"] not in args.sweep_models]
     for name in args.sweep_models:
         def score(scale: float) -> float:
             """Exact match on the validation pairs, with character accuracy breaking ties."""
@@ -88,7 +90,9 @@ def main() -> None:
                   f"chars {row['char_accuracy']:.3f} ({time.time() - started:.0f} s)", flush=True)
             return row["exact_match"] + 1e-3 * row["char_accuracy"]
 
-        results["chosen_scale"][name] = widened_sweep(score, args.scales).chosen
+        sweep = widened_sweep(score, args.scales)
+        results["chosen_scale"][name] = sweep.chosen
+        results["choices"].append(sweep.record(name, "better (exact match + 0.001 x character accuracy)"))
         save()
     for seed in args.seeds:
         for name in MODEL_NAMES:
@@ -97,6 +101,19 @@ def main() -> None:
             save()
             print(f"test {name:16s} seed {seed} steps {row['steps']:5d} exact {row['exact_match']:.3f} "
                   f"chars {row['char_accuracy']:.3f}", flush=True)
+    results["comparisons"] = test_comparisons(results["test"])
+    save()
+
+
+def test_comparisons(test_rows: list[dict]) -> list[dict]:
+    """Every pair of models on the test pairs, exact match and character accuracy, over the seeds."""
+    records = []
+    for metric in ("exact_match", "char_accuracy"):
+        scores = {name: [r[metric] for r in test_rows if r["model"] == name] for name in MODEL_NAMES}
+        for i, a in enumerate(MODEL_NAMES):
+            for b in MODEL_NAMES[i + 1:]:
+                records.append({"metric": metric, **comparison_record(a, scores[a], b, scores[b])})
+    return records
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The drawn structure figures: each returns a Figure that names the parts the code names."""
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -7,6 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch
+from matplotlib.path import Path
 
 from llmcourse import diagrams
 
@@ -131,3 +135,106 @@ def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="cross-attention grid is 2 x 2"):
         diagrams.draw_encoder_decoder_masks(["a", "b", "c"], ["x", "y"], [[True] * 3] * 3, [[True] * 2] * 2,
                                             [[True] * 2] * 2)
+
+
+def arrow_ends(ax) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """(start, tip) of every arrow in the axes, in data units, in the order they were drawn.
+
+    The tip is the point of the arrow head, a little short of the arrow's end: good for directions.
+    """
+    ends = []
+    for patch in ax.patches:
+        if isinstance(patch, FancyArrowPatch):
+            path = patch.get_path()
+            vertices = [v for v, code in zip(path.vertices, path.codes) if code != Path.CLOSEPOLY]
+            start = vertices[0]
+            tip = max(vertices, key=lambda v: (v[0] - start[0]) ** 2 + (v[1] - start[1]) ** 2)
+            ends.append((tuple(start), tuple(tip)))
+    return ends
+
+
+def test_lstm_cell_has_three_sigmoid_gates_a_candidate_and_the_two_updates():
+    fig = diagrams.draw_lstm_cell()
+    text = all_text(fig)
+    for label in ["forget\n$f_t$  σ", "input\n$i_t$  σ", "output\n$o_t$  σ", "candidate\n$g_t$  tanh", "$x_t$",
+                  "$h_{t-1}$", "$c_{t-1}$", "$c_t$", "$h_t$", r"$c_t = f_t \odot c_{t-1} + i_t \odot g_t$",
+                  r"$h_t = o_t \odot \tanh(c_t)$"]:
+        assert label in text, label
+    marks = [t.get_text() for t in fig.axes[0].texts]
+    assert marks.count("×") == 3 and marks.count("+") == 1  # f × c, i × g, o × tanh(c); one addition to c
+
+
+def test_skipgram_windows_pair_the_center_with_each_word_within_the_window():
+    words = ["now", "is", "the", "winter", "of", "our", "discontent"]
+    fig = diagrams.draw_skipgram_windows(words, centre=3, window=2)
+    text = all_text(fig)
+    pairs = {t.get_text() for t in fig.axes[0].texts if t.get_text().startswith("(winter, ")}
+    assert pairs == {"(winter, is)", "(winter, the)", "(winter, of)", "(winter, our)"}
+    assert len(arrow_ends(fig.axes[0])) == 4 and "window = 2" in text
+    # At the edge of the row the window is cut short: only the words that exist are paired.
+    edge = diagrams.draw_skipgram_windows(words, centre=0, window=2)
+    assert {t.get_text() for t in edge.axes[0].texts if t.get_text().startswith("(now, ")} == {"(now, is)",
+                                                                                              "(now, the)"}
+
+
+def test_rotary_pairs_turn_dimension_i_with_i_plus_half_as_rotary_embedding_does():
+    torch = pytest.importorskip("torch")
+    from llmcourse.attention import RotaryEmbedding
+
+    query = [0.9, -0.4, 0.2, 1.0, 0.5, 0.7, -0.8, 0.3]
+    positions = (0, 1, 4)
+    fig = diagrams.draw_rotary_pairs(query, positions)
+    ax = fig.axes[0]
+    rotated = RotaryEmbedding(8, 8)(torch.tensor(query).repeat(5, 1).view(1, 1, 5, 8))[0, 0]
+    drawn = arrow_ends(ax)[:4 * len(positions)]  # one arrow per pair and position; the legend's come after
+    expected = [(rotated[m, i].item(), rotated[m, i + 4].item()) for i in range(4) for m in positions]
+    for (start, tip), (x, y) in zip(drawn, expected):  # each arrow points where the rotated pair points
+        angle = math.atan2(tip[1] - start[1], tip[0] - start[0])
+        assert math.cos(angle - math.atan2(y, x)) == pytest.approx(1.0, abs=1e-4)
+    text = all_text(fig)
+    for i in range(4):
+        assert f"pair {i}: dims {i} and {i + 4}" in text
+    assert "(fastest)" in text and "(slowest)" in text
+    assert "m = 4: turned 229°" in text  # pair 0 turns 1 radian per position: 4 rad = 229.2°
+
+
+def test_lora_shows_the_frozen_weight_the_low_rank_path_and_its_scale():
+    text = all_text(diagrams.draw_lora(d_in=96, d_out=384, rank=8, alpha=16))
+    for label in ["W, frozen", "384 × 96", "A   8 × 96", "B", "384 × 8", "starts at zero", "× α/r = 16/8",
+                  "h = W x + (α/r) B A x", "36,864", "3,840"]:
+        assert label in text, label
+
+
+def test_shift_by_one_puts_under_each_input_the_token_that_follows_it():
+    tokens = ["To", " be", ",", " or", " not"]
+    fig = diagrams.draw_shift_by_one(tokens)
+    ax = fig.axes[0]
+    labels = [repr(t) for t in tokens]
+    rows = {}
+    for t in ax.texts:
+        if t.get_text() in labels:
+            x, y = t.get_position()
+            rows.setdefault(round(y, 3), {})[round(x, 3)] = t.get_text()
+    inputs, targets = (rows[y] for y in sorted(rows))
+    columns = sorted(inputs)
+    assert [inputs[x] for x in columns] == labels  # the last one drawn greyed: it is only a target
+    for x, label in zip(columns[:-1], labels[1:]):
+        assert targets[x] == label
+    assert len(arrow_ends(ax)) == len(tokens) - 1
+    assert "2514" in all_text(diagrams.draw_shift_by_one([2514, 307, 11]))
+
+
+@pytest.mark.parametrize("make_figure, message", [
+    (lambda: diagrams.draw_skipgram_windows(["to", "be"], centre=2, window=1), "centre"),
+    (lambda: diagrams.draw_skipgram_windows(["to", "be"], centre=0, window=0), "window"),
+    (lambda: diagrams.draw_skipgram_windows([], centre=0, window=1), "words"),
+    (lambda: diagrams.draw_rotary_pairs([1.0, 2.0, 3.0]), "even number"),
+    (lambda: diagrams.draw_rotary_pairs(positions=(1, 1)), "positions"),
+    (lambda: diagrams.draw_lora(d_in=4, d_out=8, rank=5), "rank"),
+    (lambda: diagrams.draw_lora(alpha=0), "alpha"),
+    (lambda: diagrams.draw_shift_by_one(["To"]), "at least 2"),
+    (lambda: diagrams.draw_shift_by_one("To be"), "not one string"),
+])
+def test_new_figures_refuse_bad_arguments(make_figure, message):
+    with pytest.raises(ValueError, match=message):
+        make_figure()

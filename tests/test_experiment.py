@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from llmcourse.experiment import compare, widened_sweep
+from llmcourse.experiment import (compare, compare_over_plays, comparison_over_plays_record, comparison_record,
+                                  counts_by_play, widened_sweep)
 
 
 def test_a_sweep_whose_best_is_at_the_top_widens_until_the_best_is_inside():
@@ -54,3 +55,27 @@ def test_compare_needs_three_seeds_and_finite_scores():
         compare([0.5, 0.6], [0.4, 0.5, 0.6])
     with pytest.raises(ValueError, match="not a finite number"):
         compare([0.5, math.nan, 0.6], [0.4, 0.5, 0.6])
+
+
+def test_a_sweep_and_a_comparison_are_recorded_with_every_score():
+    sweep = widened_sweep(lambda lr: -abs(lr - 2.0), [1.0, 2.0, 4.0])
+    assert sweep.record("lr") == {"setting": "lr", "grid": [1.0, 2.0, 4.0], "scores": [-1.0, 0.0, -2.0],
+                                  "higher_score_is": "better", "chosen": 2.0, "hit_bound": None}
+    record = comparison_record("x", [1.0, 2.0, 3.0], "y", [0.0, 0.0, 0.0], claim="a is higher")
+    assert record["verdict"] == "a is higher" and record["b_scores"] == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="does not hold"):
+        comparison_record("x", [0.50, 0.60, 0.40], "y", [0.45, 0.55, 0.47], claim="a is higher")
+
+
+def test_a_comparison_over_plays_adds_the_spread_between_plays_to_the_seeds():
+    assert counts_by_play(["x", "y", "x"], [True, False, True]) == {"x": [2, 2], "y": [0, 1]}
+    steady = [{"p1": [6, 10], "p2": [6, 10], "p3": [6, 10]}] * 3  # 0.6 on every play
+    level = [{"p1": [5, 10], "p2": [5, 10], "p3": [5, 10]}] * 3
+    assert compare_over_plays(steady, level).verdict == "a is higher"  # no seed or play spread: 0.1 is real
+    uneven = [{"p1": [10, 10], "p2": [3, 10], "p3": [5, 10]}] * 3  # 0.6 overall, from one lucky play
+    result = compare_over_plays(uneven, level)
+    assert math.isclose(result.difference, 0.1) and result.verdict == "no measurable difference"
+    with pytest.raises(ValueError, match="same plays"):
+        compare_over_plays(steady, [{"p1": [5, 10]}] * 3)
+    record = comparison_over_plays_record("x", steady, "y", level, claim="a is higher")
+    assert record["a_by_play"] == steady and record["verdict"] == "a is higher"

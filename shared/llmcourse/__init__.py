@@ -30,7 +30,7 @@ pyproject.toml, checked by tests/test_layers.py)::
     classify         classification heads and pooling, training parts of a model, metrics (chapter 6)
     instruct         instruction records, prompt template, collate with -100, exact match (chapter 6)
     lora             low-rank adaptation: LoRALinear, wrapping and merging (chapter 6)
-    diagrams         drawn figures of the model's structure (chapters 3-5)
+    diagrams         drawn figures of the models and their data (chapters 1-6)
 """
 
 from llmcourse.runtime import use_recommended_threads

@@ -35,6 +35,7 @@ COURSE_MODEL_DIR = CACHE_DIR / "course_gpt"
 # rest), and the batch size and context length that suit its speed.
 MODERN_RECIPE = {
     "model": dict(positions="rotary", norm="rms", ff="swiglu", tie_weights=False),
+    "max_lr": 4e-3,  # AdamW's peak rate (embeddings, norms, biases) and the schedule's
     "muon_lr": 0.01,
     "batch_size": 8,
     "context_length": 128,

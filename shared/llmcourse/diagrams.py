@@ -1,4 +1,4 @@
-"""Drawn figures of the model's structure (used in chapters 3-5), in the style of `llmcourse.drawing`.
+"""Drawn figures of the course's models and data (used in chapters 1-6), in the style of `llmcourse.drawing`.
 
 Each function returns a matplotlib Figure. The boxes carry the names used in the code
 (`tok_emb`, `norm1`, `attn`, `ff`, `out_head`, `W_query`, ...) and one colour per kind of part.
@@ -6,10 +6,12 @@ Each function returns a matplotlib Figure. The boxes carry the names used in the
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Circle, FancyBboxPatch, Rectangle
 
 from llmcourse.drawing import COLOURS, EDGE, MONO, allowed_grid, arrow, box, canvas, line, plus, shape, split_bar
 
@@ -348,4 +350,281 @@ def draw_encoder_decoder() -> Figure:
     ax.text(dec_path + 1.25, norm_y + 1.55, "tied: out_head.weight\nis tok_emb.weight", ha="left", va="center",
             fontsize=8, family=MONO, color="#555555")
     ax.set_title("The encoder-decoder: the memory feeds the cross-attention of every decoder block", fontsize=12)
+    return fig
+
+
+def _product(ax: Axes, x: float, y: float, radius: float = 0.2) -> None:
+    """A × node: two paths multiplied element by element (the LSTM's gates)."""
+    ax.add_patch(Circle((x, y), radius, facecolor="white", edgecolor=EDGE, linewidth=1.5, zorder=2))
+    ax.text(x, y, "×", ha="center", va="center", fontsize=12, fontweight="bold", zorder=3)
+
+
+def draw_lstm_cell() -> Figure:
+    """One LSTM step: three sigmoid gates and a tanh candidate, read from x_t and h_{t-1}, update the cell c."""
+    fig, ax = canvas(11.6, 7.8, scale=0.85)
+    grey = COLOURS["residual"]
+    top, gates_y, bus = 6.0, 2.9, 1.5  # heights of the cell state, the gate boxes and the input bus
+    f_x, i_x, g_x, o_x, out_x = 3.2, 4.6, 6.0, 7.4, 8.9
+    ax.add_patch(FancyBboxPatch((1.9, 0.95), 8.0, 6.15, boxstyle="round,pad=0,rounding_size=0.3", fill=False,
+                                edgecolor=grey, linestyle="--", linewidth=1.0, zorder=0))
+    # The cell state: multiplied by the forget gate, then the gated candidate is added.
+    ax.text(0.2, top, "$c_{t-1}$", ha="left", va="center", fontsize=12)
+    line(ax, [(0.9, top), (f_x - 0.2, top)], grey, 3)
+    _product(ax, f_x, top)
+    line(ax, [(f_x + 0.2, top), (g_x - 0.2, top)], grey, 3)
+    plus(ax, g_x, top)
+    arrow(ax, (g_x + 0.2, top), (10.6, top), grey, 3)
+    ax.text(10.7, top, "$c_t$", ha="left", va="center", fontsize=12)
+    # The inputs: h_{t-1} from the left, x_t from below, both read by every gate.
+    ax.text(0.2, bus, "$h_{t-1}$", ha="left", va="center", fontsize=12)
+    line(ax, [(0.9, bus), (o_x, bus)])
+    ax.text(2.4, 0.25, "$x_t$", ha="center", va="center", fontsize=12)
+    line(ax, [(2.4, 0.5), (2.4, bus)])
+    ax.text(o_x + 0.25, bus + 0.1, "both inputs feed\nevery gate", ha="left", va="bottom", fontsize=8,
+            style="italic", color="#555555")
+    gates = [(f_x, "forget\n$f_t$  σ", "attention"), (i_x, "input\n$i_t$  σ", "attention"),
+             (g_x, "candidate\n$g_t$  tanh", "ff"), (o_x, "output\n$o_t$  σ", "attention")]
+    for x, label, kind in gates:
+        arrow(ax, (x, bus), (x, gates_y - 0.45))
+        box(ax, x, gates_y, 1.25, 0.9, label, kind, fontsize=9.5, mono=False)
+    # Forget gate up to its ×; input gate × candidate, up to the +.
+    arrow(ax, (f_x, gates_y + 0.45), (f_x, top - 0.2))
+    _product(ax, g_x, 4.5)
+    arrow(ax, (g_x, gates_y + 0.45), (g_x, 4.3))
+    line(ax, [(i_x, gates_y + 0.45), (i_x, 4.5)])
+    arrow(ax, (i_x, 4.5), (g_x - 0.2, 4.5))
+    arrow(ax, (g_x, 4.7), (g_x, top - 0.2))
+    # The new state, squashed and shown through the output gate, is h_t.
+    line(ax, [(out_x, top), (out_x, 5.3)], grey, 3)
+    arrow(ax, (out_x, 5.3), (out_x, 4.95), grey, 3)
+    box(ax, out_x, 4.6, 1.1, 0.6, "tanh", "ff", fontsize=10, mono=False)
+    arrow(ax, (out_x, 4.3), (out_x, gates_y + 0.2))
+    _product(ax, out_x, gates_y)
+    arrow(ax, (o_x + 0.625, gates_y), (out_x - 0.2, gates_y))
+    arrow(ax, (out_x + 0.2, gates_y), (10.6, gates_y))
+    ax.text(10.7, gates_y, "$h_t$", ha="left", va="center", fontsize=12)
+    ax.text(f_x + 1.2, top + 0.55, "$c_t = f_t \\odot c_{t-1} + i_t \\odot g_t$", ha="center", va="center",
+            fontsize=10)
+    ax.text(out_x + 0.3, 3.75, "$h_t = o_t \\odot \\tanh(c_t)$", ha="left", va="center", fontsize=10)
+    ax.set_title("One step of an LSTM: gates between 0 and 1 decide what the cell keeps, writes and shows",
+                 fontsize=11)
+    return fig
+
+
+def draw_skipgram_windows(words: list[str], centre: int, window: int) -> Figure:
+    """Skip-gram's training pairs for one center word: every word up to `window` places either side of it."""
+    if not words or not all(isinstance(word, str) and word for word in words):
+        raise ValueError("words must be a non-empty list of non-empty strings")
+    if len(words) > 12:
+        raise ValueError(f"at most 12 words fit in the figure, got {len(words)}")
+    if isinstance(centre, bool) or not isinstance(centre, int) or not 0 <= centre < len(words):
+        raise ValueError(f"centre must be a position in the row of {len(words)} words (0 to {len(words) - 1}), "
+                         f"got {centre!r}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive integer, got {window!r}")
+    context = [i for i in range(centre - window, centre + window + 1) if i != centre and 0 <= i < len(words)]
+    widths = [max(1.0, 0.17 * len(word) + 0.45) for word in words]
+    gap = 0.25
+    width = sum(widths) + gap * (len(words) - 1) + 1.0
+    n_rows = (len(context) + 1) // 2
+    reach = sum(widths[min(context + [centre]):max(context + [centre]) + 1]) / 2  # the longest arc's span, about
+    arc_room = 0.3 + 0.25 * reach
+    height = 3.3 + 0.45 * n_rows + arc_room
+    fig, ax = canvas(max(width, 8.0), height, scale=0.9)
+    left = (max(width, 8.0) - width) / 2 + 0.5
+    centres, row_y = [], height - 1.0 - arc_room
+    for i, (word, w) in enumerate(zip(words, widths)):
+        x = left + w / 2
+        left += w + gap
+        centres.append(x)
+        kind = "attention" if i == centre else "token" if i in context else "masked"
+        box(ax, x, row_y, w, 0.6, word, kind, fontsize=10, fontweight="bold" if i == centre else "normal")
+        ax.text(x, row_y - 0.5, f"{i - centre:+d}" if i in context else "center" if i == centre else "",
+                ha="center", va="center", fontsize=8, family=MONO, color="#555555")
+    for i in context:  # arcs above the row, from the center word to each of its context words
+        arrow(ax, (centres[centre], row_y + 0.32), (centres[i], row_y + 0.32), curve=-0.5 if i > centre else 0.5)
+    low, high = centres[min(context + [centre])], centres[max(context + [centre])]
+    line(ax, [(low - 0.3, row_y - 0.8), (low - 0.3, row_y - 0.9), (high + 0.3, row_y - 0.9),
+              (high + 0.3, row_y - 0.8)], COLOURS["residual"], 1.5)
+    ax.text((low + high) / 2, row_y - 1.15, f"window = {window}: up to {window} word{'s' if window > 1 else ''} "
+            "on each side", ha="center", va="center", fontsize=9, style="italic")
+    ax.text(0.5, row_y - 1.75, f"(center, context) training pairs for \"{words[centre]}\":", ha="left",
+            va="center", fontsize=10)
+    pairs = [f"({words[centre]}, {words[i]})" for i in context]
+    column = 0.6 + 0.15 * max(len(pair) for pair in pairs)
+    for k, pair in enumerate(pairs):
+        ax.text(0.9 + (k % 2) * column, row_y - 2.25 - 0.45 * (k // 2), pair,
+                ha="left", va="center", fontsize=10, family=MONO)
+    ax.set_title(f"Skip-gram: the center word and its neighbours within {window}", fontsize=11)
+    return fig
+
+
+def draw_rotary_pairs(query: list[float] | None = None, positions: tuple[int, ...] = (0, 1, 4),
+                      base: float = 10000.0) -> Figure:
+    """Rotary positions: each pair of a query's dimensions, (i, i + d/2), turned by position x ω_i.
+
+    `query` is one head's query vector (d numbers, d even); pair i turns at ω_i = base^(-2i/d) radians per
+    position, as in `llmcourse.attention.RotaryEmbedding`. One panel per pair, one arrow per position.
+    """
+    query = [1.0, 0.8, 0.9, 1.0, 0.3, -0.5, 0.4, 0.0] if query is None else [float(v) for v in query]
+    d = len(query)
+    if d < 2 or d % 2 or d > 16:
+        raise ValueError(f"query must have an even number of dimensions between 2 and 16, got {d}")
+    if not all(math.isfinite(v) for v in query):
+        raise ValueError("query must hold finite numbers")
+    half = d // 2
+    if any(query[i] == 0 and query[i + half] == 0 for i in range(half)):
+        raise ValueError("every pair (i, i + d/2) of the query needs a non-zero number to draw as an arrow")
+    positions = tuple(positions)
+    if not 1 <= len(positions) <= 4 or len(set(positions)) < len(positions) or any(
+            isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in positions):
+        raise ValueError(f"positions must be 1 to 4 different non-negative integers, got {positions!r}")
+    if not base > 1:
+        raise ValueError(f"base must be greater than 1, got {base!r}")
+    colours = [EDGE, "#e69138", "#8e7cc3", "#6aa84f"]  # dark grey, then deeper shades of attention, output, ff
+    panel, radius = 3.3, 1.0
+    longest = max(math.hypot(query[i], query[i + half]) for i in range(half))
+    height = 4.3 + 0.35 * len(positions)
+    fig, ax = canvas(panel * half + 0.4, height, scale=0.85)
+    cy = height - 2.0
+    for i in range(half):
+        cx = 0.2 + panel * (i + 0.5)
+        omega = base ** (-2 * i / d)
+        ax.add_patch(Circle((cx, cy), radius, fill=False, edgecolor=COLOURS["masked"], linewidth=1.5))
+        line(ax, [(cx - radius - 0.1, cy), (cx + radius + 0.1, cy)], COLOURS["masked"], 1.0)
+        line(ax, [(cx, cy - radius - 0.1), (cx, cy + radius + 0.1)], COLOURS["masked"], 1.0)
+        ax.text(cx, cy + radius + 0.75, f"pair {i}: dims {i} and {i + half}", ha="center", va="center",
+                fontsize=10, family=MONO)
+        speed = " (fastest)" if i == 0 and half > 1 else " (slowest)" if i == half - 1 and half > 1 else ""
+        ax.text(cx, cy + radius + 0.35, f"ω{_subscript(i)} = {omega:.3g} rad/position{speed}", ha="center",
+                va="center", fontsize=8.5, color="#555555")
+        first, second = query[i], query[i + half]
+        for k, (m, colour) in enumerate(zip(positions, colours)):
+            angle = m * omega
+            x = (first * math.cos(angle) - second * math.sin(angle)) / longest * radius
+            y = (first * math.sin(angle) + second * math.cos(angle)) / longest * radius
+            arrow(ax, (cx, cy), (cx + x, cy + y), colour, 2.5)
+            turned = math.degrees(angle) % 360
+            ax.text(cx, cy - radius - 0.35 - 0.35 * k, f"m = {m}: turned {_degrees(turned)}", ha="center",
+                    va="center", fontsize=8.5, family=MONO)
+    legend_y = cy - radius - 0.75 - 0.35 * len(positions)
+    for k, (m, colour) in enumerate(zip(positions, colours)):
+        x = panel * half / 2 + 0.2 + (k - (len(positions) - 1) / 2) * 2.2
+        arrow(ax, (x - 0.9, legend_y), (x - 0.3, legend_y), colour, 2.5)
+        ax.text(x - 0.2, legend_y, f"position {m}", ha="left", va="center", fontsize=9)
+    ax.set_title(f"Rotary positions: a query of {d} dimensions at positions "
+                 f"{', '.join(str(m) for m in positions)}; pair i turns by m × ω{_subscript('i')}", fontsize=11)
+    return fig
+
+
+def _subscript(value) -> str:
+    """A number or letter written as a subscript (ω₀, ωᵢ)."""
+    return str(value).translate(str.maketrans("0123456789i", "₀₁₂₃₄₅₆₇₈₉ᵢ"))
+
+
+def _degrees(value: float) -> str:
+    """An angle in degrees with as many decimals as a small one needs."""
+    return f"{value:.0f}°" if value >= 10 else f"{value:.1f}°" if value >= 1 or value == 0 else f"{value:.2g}°"
+
+
+def draw_lora(d_in: int = 96, d_out: int = 384, rank: int = 8, alpha: float = 16) -> Figure:
+    """LoRA: a frozen weight W beside a trainable low-rank path B A scaled by alpha / rank, the two added."""
+    for name, value in [("d_in", d_in), ("d_out", d_out), ("rank", rank)]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if rank > min(d_in, d_out):
+        raise ValueError(f"rank must be at most min(d_in, d_out) = {min(d_in, d_out)}, got {rank}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+        raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
+    fig, ax = canvas(11.4, 10.1, scale=0.8)
+    w_x, lora_x, split, size = 2.9, 7.6, 1.3, 3.0  # size: the drawn side of W, for d_in across and d_out up
+    thin = 0.5  # the drawn side of A and B along the rank
+    ax.text((w_x + lora_x) / 2, 0.35, f"x  (d_in,)   d_in = {d_in}", ha="center", va="center", fontsize=10,
+            family=MONO)
+    line(ax, [((w_x + lora_x) / 2, 0.6), ((w_x + lora_x) / 2, split)])
+    line(ax, [(w_x, split), (lora_x, split)])
+    # The frozen weight: d_out x d_in, drawn as a large square.
+    w_bottom = 3.0
+    arrow(ax, (w_x, split), (w_x, w_bottom))
+    ax.add_patch(Rectangle((w_x - size / 2, w_bottom), size, size, facecolor=COLOURS["masked"], edgecolor=EDGE,
+                           hatch="//", linewidth=1.2, zorder=2))
+    box(ax, w_x, w_bottom + size / 2, 2.4, 1.3, f"W, frozen\n(d_out × d_in)\n{d_out} × {d_in}", "masked",
+        fontsize=10)
+    # The trainable path: A (rank x d_in), as wide as W; B (d_out x rank), as tall as W.
+    a_y = 2.3
+    arrow(ax, (lora_x, split), (lora_x, a_y - thin / 2))
+    ax.add_patch(Rectangle((lora_x - size / 2, a_y - thin / 2), size, thin, facecolor=COLOURS["ff"],
+                           edgecolor=EDGE, linewidth=1.2, zorder=2))
+    ax.text(lora_x, a_y, f"A   {rank} × {d_in}", ha="center", va="center", fontsize=10, family=MONO, zorder=3)
+    shape(ax, lora_x + size / 2 + 0.15, a_y, "(r × d_in)\nstarts random")
+    arrow(ax, (lora_x, a_y + thin / 2), (lora_x, w_bottom))
+    ax.text(lora_x + 0.1, (a_y + w_bottom) / 2 + 0.1, f"(r,)  r = {rank}", ha="left", va="center", fontsize=8.5,
+            family=MONO, color="#555555")
+    ax.add_patch(Rectangle((lora_x - thin / 2, w_bottom), thin, size, facecolor=COLOURS["ff"], edgecolor=EDGE,
+                           linewidth=1.2, zorder=2))
+    ax.text(lora_x, w_bottom + size / 2, "B", ha="center", va="center", fontsize=11, family=MONO, zorder=3)
+    shape(ax, lora_x + thin / 2 + 0.15, w_bottom + size / 2, f"(d_out × r)\n{d_out} × {rank}\nstarts at zero")
+    scale_y = w_bottom + size + 0.9
+    arrow(ax, (lora_x, w_bottom + size), (lora_x, scale_y - 0.3))
+    box(ax, lora_x, scale_y, 2.6, 0.6, f"× α/r = {alpha:g}/{rank}", "ff", fontsize=10)
+    ax.text((w_x + lora_x) / 2, 9.75, f"W: d_out × d_in = {d_out * d_in:,} numbers, no gradient;  "
+            f"A and B: r (d_in + d_out) = {rank * (d_in + d_out):,}, trained", ha="center", va="center",
+            fontsize=8.5, style="italic", color="#555555")
+    # The two outputs, each (d_out,), are added.
+    plus_y = scale_y + 1.1
+    plus_x = (w_x + lora_x) / 2
+    line(ax, [(w_x, w_bottom + size), (w_x, plus_y), (plus_x - 0.2, plus_y)])
+    line(ax, [(lora_x, scale_y + 0.3), (lora_x, plus_y)])
+    arrow(ax, (lora_x, plus_y), (plus_x + 0.2, plus_y))
+    plus(ax, plus_x, plus_y)
+    ax.text(w_x + 0.1, w_bottom + size + 0.75, "W x", ha="left", va="center", fontsize=10, family=MONO)
+    ax.text(lora_x + 0.1, scale_y + 0.55, "(α/r) B A x", ha="left", va="center", fontsize=10, family=MONO)
+    arrow(ax, (plus_x, plus_y + 0.2), (plus_x, plus_y + 0.8))
+    ax.text(plus_x, plus_y + 1.05, "h = W x + (α/r) B A x   (d_out,)", ha="center", va="center", fontsize=10,
+            family=MONO)
+    ax.set_title("LoRA: the pretrained W stays frozen; only the thin A and B learn", fontsize=11)
+    return fig
+
+
+def draw_shift_by_one(tokens: list) -> Figure:
+    """Next-token prediction: T + 1 tokens give T inputs and, shifted one place left, their T targets.
+
+    `tokens` are token ids (ints) or token strings; strings are drawn quoted, so that leading spaces show.
+    """
+    if isinstance(tokens, str):
+        raise ValueError("tokens must be a list of token ids or token strings, not one string")
+    tokens = list(tokens)
+    if len(tokens) < 2:
+        raise ValueError(f"tokens needs at least 2 tokens (one input and its target), got {len(tokens)}")
+    if len(tokens) > 13:
+        raise ValueError(f"at most 13 tokens fit in the figure, got {len(tokens)}")
+    if not all(isinstance(t, str) or (isinstance(t, int) and not isinstance(t, bool)) for t in tokens):
+        raise ValueError("tokens must be token ids (ints) or token strings")
+    labels = [repr(t) if isinstance(t, str) else str(t) for t in tokens]
+    n = len(tokens) - 1  # inputs and targets each hold n tokens
+    cell = max(1.2, 0.15 * max(len(label) for label in labels) + 0.5)
+    left = 3.4 + cell  # column 0; the targets' row starts one column further left, with the dropped first token
+    fig, ax = canvas(left + (n + 1) * cell + 0.3, 4.8, scale=0.85)
+    input_y, target_y = 1.3, 3.4
+
+    def column(t: int) -> float:
+        return left + t * cell + cell / 2
+
+    ax.text(0.2, input_y, "inputs\nids[0 : T]", ha="left", va="center", fontsize=10, family=MONO)
+    ax.text(0.2, target_y, "targets\nids[1 : T+1]", ha="left", va="center", fontsize=10, family=MONO)
+    for t in range(n + 1):
+        box(ax, column(t), input_y, cell * 0.88, 0.6, labels[t], "token" if t < n else "masked", fontsize=10)
+        box(ax, column(t - 1), target_y, cell * 0.88, 0.6, labels[t], "output" if t > 0 else "masked", fontsize=10)
+    for t in range(n):
+        arrow(ax, (column(t), input_y + 0.3), (column(t), target_y - 0.3))
+        ax.text(column(t), input_y - 0.5, f"t = {t}", ha="center", va="center", fontsize=8, family=MONO,
+                color="#555555")
+    ax.text(column(0) + 0.1, (input_y + target_y) / 2, "predicts", ha="left", va="center", fontsize=8,
+            style="italic")
+    ax.text(column(n), input_y - 0.4, "not an\ninput", ha="center", va="top", fontsize=8, style="italic",
+            color="#555555")
+    ax.text(column(-1), target_y + 0.4, "not a\ntarget", ha="center", va="bottom", fontsize=8, style="italic",
+            color="#555555")
+    ax.set_title(f"T = {n}: the targets are the inputs shifted one place left; "
+                 "each position predicts the token that follows it", fontsize=11)
     return fig
