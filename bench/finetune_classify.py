@@ -127,7 +127,8 @@ def configurations() -> list[dict]:
 
 
 # The pairs chapter 6 draws conclusions from: test accuracy over seeds and test plays.
-COMPARED = [("head only (mean)", "head only (last)"), ("head only (mean)", "bag of words"),
+COMPARED = [("bag of words", "full"), ("full", "head only (last)"),
+            ("head only (mean)", "head only (last)"), ("head only (mean)", "bag of words"),
             ("full", "from scratch"), ("full (mean)", "full"), ("full (mean)", "bag of words"),
             ("lora r8 a16", "full"), ("last block (mean)", "last block (last)")]
 

@@ -4,7 +4,7 @@ Every rank reads the same text but trains on different windows of it; gradients 
 across ranks, so all ranks hold identical weights. Rank 0 shows the progress bar, writes the
 JSON-lines log and the checkpoint (every --save-every updates, at the end, and when SIGINT,
 SIGTERM or SIGHUP asks the run to stop), and prints the final validation loss and bits per byte.
---recipe modern trains the course's modern recipe instead of GPT-2's: rotary positions, RMSNorm,
+--recipe modern trains the course's modern recipe (notebook 5G) instead of GPT-2's: rotary positions,
 SwiGLU and an untied head, with Muon for the blocks' weight matrices and AdamW for the rest.
 """
 
@@ -76,7 +76,7 @@ EXAMPLES = """examples:
   python scripts/pretrain.py --max-steps 1200                      the course model on the course corpus
   python scripts/pretrain.py --train-text a.txt b.txt --val-text c.txt --preset tiny --time-budget 60
   python scripts/pretrain.py --max-steps 2400 --resume              continue the run in runs/pretrain
-  python scripts/pretrain.py --max-steps 1200 --recipe modern       rotary, RMSNorm, SwiGLU, untied head, Muon
+  python scripts/pretrain.py --max-steps 1200 --recipe modern       rotary, SwiGLU, untied head, Muon
   (Ctrl-C, SIGTERM or SIGHUP saves a checkpoint and exits; --resume continues from it)
   torchrun --standalone --nproc_per_node=2 scripts/pretrain.py --preset tiny --max-steps 200
 """
@@ -106,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("n-layers", "d-model", "n-heads", "context-length"):
         model.add_argument(f"--{flag}", type=number(int, 1), metavar="N")
     model.add_argument("--recipe", choices=["gpt2", "modern"], default="gpt2",
-                       help="gpt2: GPT-2's architecture, trained with AdamW; modern: rotary positions, RMSNorm, "
+                       help="gpt2: GPT-2's architecture, trained with AdamW; modern: rotary positions, "
                             "SwiGLU and an untied head, trained with Muon for the blocks' weight matrices and "
                             "AdamW for the rest (default: %(default)s)")
     model.add_argument("--dropout", type=number(float, 0, below=1), default=COURSE_SETTINGS.dropout, metavar="P",

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from llmcourse.checkpoint import load_checkpoint, save_checkpoint
+from llmcourse.course import MODERN_RECIPE
 from llmcourse.data import load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import REPO_ROOT
@@ -239,12 +240,13 @@ def test_the_modern_recipe_trains_a_modern_model_with_muon(tmp_path, texts):
     launch(texts + TINY + ["--max-steps", "40", "--recipe", "modern", "--out-dir", str(tmp_path / "run")])
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint", "cpu")
     config = checkpoint.model.cfg
-    assert (config.positions, config.norm, config.ff, config.tie_weights) == ("rotary", "rms", "swiglu", False)
+    assert (config.positions, config.ff, config.tie_weights) == ("rotary", "swiglu", False)
+    assert {k: getattr(config, k) for k in MODERN_RECIPE["model"]} == MODERN_RECIPE["model"]
     assert (config.n_layers, config.d_model, config.n_heads, config.context_length) == (2, 64, 4, 32)
     assert set(checkpoint.optimizer_state) == {"muon", "adamw"}
     assert checkpoint.extra["recipe"] == "modern"
     log = read_log(tmp_path / "run" / "log.jsonl")
-    assert (log[0]["args"]["recipe"], log[0]["args"]["muon_lr"]) == ("modern", 0.01)
+    assert (log[0]["args"]["recipe"], log[0]["args"]["muon_lr"]) == ("modern", MODERN_RECIPE["muon_lr"])
     val_losses = [record["val_loss"] for record in log if record["event"] == "eval"]
     assert val_losses[-1] < 0.9 * val_losses[0]
 
