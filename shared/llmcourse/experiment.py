@@ -119,7 +119,7 @@ def comparison_record(a: str, a_scores: Sequence[float], b: str, b_scores: Seque
                    b_scores=[round(x, 4) for x in b_scores])
 
 
-def _record(a: str, b: str, result: "Comparison", claim: str | None, **scores) -> dict:
+def _record(a: str, b: str, result: Comparison, claim: str | None, **scores) -> dict:
     if claim is not None and claim != result.verdict:
         raise ValueError(f"the claim {claim!r} about {a} vs {b} does not hold: {result}")
     return {"a": a, "b": b, **scores, "difference": round(result.difference, 4),
