@@ -2,9 +2,6 @@
 sweeps in "choices" and its comparisons in "comparisons". Each choice must lie inside the grid it was chosen
 from (a best value at the edge of its grid may not be the best at all), and each comparison's verdict, and the
 claim the course draws from it, must follow from its per-seed scores.
-
-Files written before the protocol are listed in NOT_YET_RERUN, each marked as an expected failure that must
-fail: once its benchmark is re-run under the protocol the mark has to go.
 """
 
 import json
@@ -16,25 +13,17 @@ from llmcourse.runtime import REPO_ROOT
 
 RESULTS = REPO_ROOT / "bench" / "results"
 FILES = sorted(path.name for path in RESULTS.glob("*.json"))
-NOT_YET_RERUN = {"finetune_instruct.json"}
 
 
 def records(key: str) -> list[tuple[str, dict]]:
     """(file, record) for every record under `key` in the files that keep the protocol's records."""
     found = []
     for name in FILES:
-        if name not in NOT_YET_RERUN:
-            found += [(name, record) for record in json.loads((RESULTS / name).read_text())[key]]
+        found += [(name, record) for record in json.loads((RESULTS / name).read_text())[key]]
     return found
 
 
-def marked(name: str):
-    marks = [pytest.mark.xfail(strict=True, reason="written before the protocol; re-run it")] \
-        if name in NOT_YET_RERUN else []
-    return pytest.param(name, id=name, marks=marks)
-
-
-@pytest.mark.parametrize("name", [marked(name) for name in FILES])
+@pytest.mark.parametrize("name", FILES)
 def test_every_results_file_keeps_its_choices_and_comparisons(name):
     results = json.loads((RESULTS / name).read_text())
     assert isinstance(results.get("choices"), list) and isinstance(results.get("comparisons"), list), \
