@@ -1,0 +1,114 @@
+"""Benchmark: how validation loss falls with model size and compute (the isoFLOP sweep of chapter 5's scaling).
+
+Seven sizes of the modern recipe (`llmcourse.course.MODERN_RECIPE`: rotary positions, SwiGLU, an untied head,
+Muon + AdamW at the recipe's rates, batches of 4 windows of 128 tokens), from 25 thousand to 2.7 million
+non-embedding parameters, each trained at three compute budgets C = 6 N D, with N every parameter (the
+embeddings and the untied head included) and D the training tokens. A budget of tokens means the same on
+every machine (the course's experiment protocol), so each run's token count is D = C / (6 N), whatever the
+CPU; each is scored on the validation plays in bits per byte. The training plays hold about 1.3 million
+tokens: a run with more tokens repeats them (its "epochs" are recorded).
+
+Every finished run is written to bench/results/scaling.json at once, and a later call skips the runs already
+there, so the sweep can be stopped and resumed. Usage:
+
+    LLMCOURSE_THREADS=1 python bench/scaling.py                 # the whole sweep, about an hour on one core
+    LLMCOURSE_THREADS=1 python bench/scaling.py --budgets 1e12  # one budget
+    python bench/scaling.py --list                              # the sizes and the tokens each budget gives
+"""
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from llmcourse.course import COURSE_SETTINGS, MODERN_RECIPE, course_tokenizer, modern_model_config
+from llmcourse.data import create_dataloader, load_shakespeare
+from llmcourse.model import GPTConfig, GPTModel, count_parameters
+from llmcourse.muon import MuonWithAdamW
+from llmcourse.runtime import set_seed
+from llmcourse.train import evaluate_bits_per_byte, train
+
+RESULTS = Path(__file__).parent / "results" / "scaling.json"
+SIZES = ((2, 32, 2), (2, 48, 2), (3, 64, 4), (4, 96, 4), (4, 128, 4), (5, 160, 5), (6, 192, 6))  # layers, width, heads
+BUDGETS = (1e12, 3e12, 1e13)  # training FLOPs, C = 6 N D
+
+
+def size_config(n_layers: int, d_model: int, n_heads: int, vocab_size: int) -> GPTConfig:
+    """The modern recipe's model at another depth and width."""
+    return replace(modern_model_config(vocab_size), n_layers=n_layers, d_model=d_model, n_heads=n_heads)
+
+
+def parameter_counts(config: GPTConfig) -> dict[str, int]:
+    """Every parameter, and those outside the token embedding and the output head (the "non-embedding" count)."""
+    with torch.device("meta"):
+        model = GPTModel(config)
+    embedding = sum(p.numel() for name, p in model.named_parameters() if name in ("tok_emb.weight", "out_head.weight"))
+    total = count_parameters(model)
+    return {"parameters": total, "non_embedding_parameters": total - embedding}
+
+
+def run(config: GPTConfig, budget: float, seed: int, train_ids: list[int], val_ids: list[int],
+        val_bytes: int) -> dict:
+    """Train one size for the tokens its budget allows; its validation bits per byte."""
+    counts = parameter_counts(config)
+    batch_size, context_length = MODERN_RECIPE["batch_size"], config.context_length
+    steps = max(1, round(budget / (6 * counts["parameters"]) / (batch_size * context_length)))
+    set_seed(seed)
+    model = GPTModel(config)
+    optimizer = MuonWithAdamW(model, MODERN_RECIPE["max_lr"], MODERN_RECIPE["muon_lr"], COURSE_SETTINGS.weight_decay)
+    loader = create_dataloader(train_ids, batch_size, context_length, seed=seed)
+    started = time.process_time()
+    history = train(model, optimizer, loader, None, max_steps=steps, max_lr=MODERN_RECIPE["max_lr"],
+                    min_lr=MODERN_RECIPE["max_lr"] / 10, warmup_steps=min(COURSE_SETTINGS.warmup_steps, steps // 10),
+                    grad_clip=COURSE_SETTINGS.grad_clip, eval_every=10**9, seed=seed, progress=False)
+    cpu_seconds = time.process_time() - started
+    tokens = history.tokens_seen[-1]
+    return {"n_layers": config.n_layers, "d_model": config.d_model, "n_heads": config.n_heads, **counts,
+            "budget_flops": budget, "seed": seed, "steps": steps, "tokens": tokens,
+            "epochs": round(tokens / len(train_ids), 3), "cpu_seconds": round(cpu_seconds, 1),
+            "val_bits_per_byte": round(evaluate_bits_per_byte(model, val_ids, val_bytes, batch_size=32), 4),
+            "curve_tokens": history.tokens_seen[::25], "curve_loss": [round(x, 4) for x in history.train_loss[::25]]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", type=float, nargs="+", default=BUDGETS, help="training FLOPs, C = 6 N D")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--list", action="store_true", help="print the sizes and each budget's tokens, train nothing")
+    args = parser.parse_args()
+    tokenizer = course_tokenizer()
+    configs = [size_config(*size, tokenizer.vocab_size) for size in SIZES]
+    if args.list:
+        for config in configs:
+            counts = parameter_counts(config)
+            tokens = [f"{budget / (6 * counts['parameters']) / 1e6:6.2f}M" for budget in args.budgets]
+            print(f"{config.n_layers} layers, d {config.d_model:3d}: {counts['parameters']:>9,} parameters "
+                  f"({counts['non_embedding_parameters']:>9,} non-embedding); tokens per budget:", *tokens)
+        return
+    torch.set_num_threads(1)
+    train_text, val_text = load_shakespeare("train"), load_shakespeare("val")
+    train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
+    val_bytes = len(val_text.encode("utf-8"))
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {
+        "about": "bench/scaling.py: the modern recipe at several sizes and compute budgets, validation bits per byte",
+        "flops": "C = 6 N D, N every parameter (embeddings and untied head included), D training tokens",
+        "recipe": MODERN_RECIPE, "train_tokens": len(train_ids), "threads": 1, "choices": [], "comparisons": [],
+        "runs": []}
+    done = {(r["n_layers"], r["d_model"], r["budget_flops"], r["seed"]) for r in results["runs"]}
+    for budget in sorted(args.budgets):
+        for config in configs:
+            if (config.n_layers, config.d_model, budget, args.seed) in done:
+                continue
+            result = run(config, budget, args.seed, train_ids, val_ids, val_bytes)
+            results["runs"].append(result)
+            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+            print(f"C {budget:.0e}  {config.n_layers} x {config.d_model:3d}  {result['parameters']:>9,} parameters  "
+                  f"{result['tokens'] / 1e6:5.2f}M tokens ({result['epochs']:.1f} epochs)  "
+                  f"{result['val_bits_per_byte']:.4f} bits/byte  {result['cpu_seconds']:.0f} CPU s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
