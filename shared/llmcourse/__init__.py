@@ -5,6 +5,7 @@ pyproject.toml, checked by tests/test_layers.py)::
 
     runtime          device, threads, seeding, data and cache folders, one builder of a cached artifact (all)
     experiment       the experiment protocol: sweeps widened until the choice is inside, compared seeds (all)
+    scaling          compute C = 6ND, isoFLOP optima, power laws and the loss law L(N, D) of Hoffmann et al. (chapter 5)
     drawing          the course's drawing style: colours, boxes, arrows, grids (chapters 3-5)
     data             the plays and their speeches, sliding-window datasets, what a model may read (chapter 2)
     tokenizer        byte-level BPE, GPT-2's encoding offline (chapter 2)
