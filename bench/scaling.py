@@ -1,18 +1,27 @@
 """Benchmark: how validation loss falls with model size and compute (the isoFLOP sweep of chapter 5's scaling).
 
-Seven sizes of the modern recipe (`llmcourse.course.MODERN_RECIPE`: rotary positions, SwiGLU, an untied head,
-Muon + AdamW at the recipe's rates, batches of 4 windows of 128 tokens), from 25 thousand to 2.7 million
-non-embedding parameters, each trained at three compute budgets C = 6 N D, with N every parameter (the
-embeddings and the untied head included) and D the training tokens. A budget of tokens means the same on
-every machine (the course's experiment protocol), so each run's token count is D = C / (6 N), whatever the
-CPU; each is scored on the validation plays in bits per byte. The training plays hold about 1.3 million
+Eight sizes of the modern recipe (`llmcourse.course.MODERN_RECIPE`: rotary positions, SwiGLU, an untied head,
+Muon + AdamW at the recipe's rates, batches of 4 windows of 128 tokens), from 14 thousand to 2.7 million
+non-embedding parameters, six of them at each of three compute budgets C = 6 N D, with D the training tokens and N
+the parameters that multiply: all but the input embedding, which is a table lookup (the untied output head
+is a matrix product, and counts). PyTorch's FLOP counter agrees with 6 N per token to 1 % on the course
+model; attention's scores add 12 x layers x context x width per token, which the budget leaves out, as
+Kaplan et al. (2020) and Hoffmann et al. (2022) do. A budget of tokens means the same on every machine (the
+course's experiment protocol), so each run's token count is D = C / (6 N), whatever the CPU; each is scored
+on the validation plays in bits per byte. The training plays hold about 1.3 million
 tokens: a run with more tokens repeats them (its "epochs" are recorded).
+
+With --repeats it measures what repeating data costs instead: one size (2 layers, width 48) trained on the same
+number of tokens, one epoch of the training plays, drawn from all of them or from a half, a quarter ... a
+32nd of them repeated 2, 4 ... 32 times (every k-th chunk of 8,192 tokens, so every play keeps its share),
+three seeds each.
 
 Every finished run is written to bench/results/scaling.json at once, and a later call skips the runs already
 there, so the sweep can be stopped and resumed. Usage:
 
     LLMCOURSE_THREADS=1 python bench/scaling.py                 # the whole sweep, about an hour on one core
     LLMCOURSE_THREADS=1 python bench/scaling.py --budgets 1e12  # one budget
+    LLMCOURSE_THREADS=1 python bench/scaling.py --repeats       # repeated data, about 20 minutes
     python bench/scaling.py --list                              # the sizes and the tokens each budget gives
 """
 
@@ -32,8 +41,16 @@ from llmcourse.runtime import set_seed
 from llmcourse.train import evaluate_bits_per_byte, train
 
 RESULTS = Path(__file__).parent / "results" / "scaling.json"
-SIZES = ((2, 32, 2), (2, 48, 2), (3, 64, 4), (4, 96, 4), (4, 128, 4), (5, 160, 5), (6, 192, 6))  # layers, width, heads
-BUDGETS = (1e12, 3e12, 1e13)  # training FLOPs, C = 6 N D
+# (layers, width, heads)
+SIZES = ((2, 24, 2), (2, 32, 2), (2, 48, 2), (3, 64, 4), (4, 96, 4), (4, 128, 4), (5, 160, 5), (6, 192, 6))
+# Training FLOPs (C = 6 N D) and the sizes tried at each: six around where the optimum lies, one size larger
+# for each larger budget (a size far from the optimum costs time and shows little: the largest model would
+# see 50 thousand tokens at 1e12, the smallest 26 million at 1e13).
+BUDGETS = {1e12: SIZES[:6], 3e12: SIZES[1:7], 1e13: SIZES[2:]}
+
+REPEATS = (1, 2, 4, 8, 16, 32)  # epochs over 1/k of the training tokens, the same number of tokens in all
+REPEATS_SIZE = (2, 48, 2)
+REPEATS_SEEDS = (0, 1, 2)
 
 
 def size_config(n_layers: int, d_model: int, n_heads: int, vocab_size: int) -> GPTConfig:
@@ -42,12 +59,20 @@ def size_config(n_layers: int, d_model: int, n_heads: int, vocab_size: int) -> G
 
 
 def parameter_counts(config: GPTConfig) -> dict[str, int]:
-    """Every parameter, and those outside the token embedding and the output head (the "non-embedding" count)."""
+    """Every parameter; those that multiply (all but the input embedding: the count in C = 6 N D); and those
+    outside the input embedding and the output head (the "non-embedding" count of Kaplan et al.)."""
     with torch.device("meta"):
         model = GPTModel(config)
-    embedding = sum(p.numel() for name, p in model.named_parameters() if name in ("tok_emb.weight", "out_head.weight"))
     total = count_parameters(model)
-    return {"parameters": total, "non_embedding_parameters": total - embedding}
+    lookup, head = model.tok_emb.weight.numel(), model.out_head.weight.numel()
+    return {"parameters": total, "compute_parameters": total - lookup,
+            "non_embedding_parameters": total - lookup - head}
+
+
+def every_kth_chunk(token_ids: list[int], k: int, chunk: int = 8192) -> list[int]:
+    """1/k of the tokens: every k-th chunk of `chunk` tokens, so that every play keeps its share."""
+    chunks = [token_ids[i:i + chunk] for i in range(0, len(token_ids), chunk)]
+    return [token for part in chunks[::k] for token in part]
 
 
 def run(config: GPTConfig, budget: float, seed: int, train_ids: list[int], val_ids: list[int],
@@ -55,7 +80,7 @@ def run(config: GPTConfig, budget: float, seed: int, train_ids: list[int], val_i
     """Train one size for the tokens its budget allows; its validation bits per byte."""
     counts = parameter_counts(config)
     batch_size, context_length = MODERN_RECIPE["batch_size"], config.context_length
-    steps = max(1, round(budget / (6 * counts["parameters"]) / (batch_size * context_length)))
+    steps = max(1, round(budget / (6 * counts["compute_parameters"]) / (batch_size * context_length)))
     set_seed(seed)
     model = GPTModel(config)
     optimizer = MuonWithAdamW(model, MODERN_RECIPE["max_lr"], MODERN_RECIPE["muon_lr"], COURSE_SETTINGS.weight_decay)
@@ -75,18 +100,24 @@ def run(config: GPTConfig, budget: float, seed: int, train_ids: list[int], val_i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budgets", type=float, nargs="+", default=BUDGETS, help="training FLOPs, C = 6 N D")
+    parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS),
+                        help=f"training FLOPs, C = 6 N D, among {list(BUDGETS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", action="store_true", help="the repeated-data runs instead of the sweep")
     parser.add_argument("--list", action="store_true", help="print the sizes and each budget's tokens, train nothing")
     args = parser.parse_args()
     tokenizer = course_tokenizer()
-    configs = [size_config(*size, tokenizer.vocab_size) for size in SIZES]
+    if not set(args.budgets) <= set(BUDGETS):
+        parser.error(f"--budgets must be among {list(BUDGETS)}")
     if args.list:
-        for config in configs:
-            counts = parameter_counts(config)
-            tokens = [f"{budget / (6 * counts['parameters']) / 1e6:6.2f}M" for budget in args.budgets]
-            print(f"{config.n_layers} layers, d {config.d_model:3d}: {counts['parameters']:>9,} parameters "
-                  f"({counts['non_embedding_parameters']:>9,} non-embedding); tokens per budget:", *tokens)
+        for size in SIZES:
+            counts = parameter_counts(size_config(*size, tokenizer.vocab_size))
+            tokens = [f"{budget / (6 * counts['compute_parameters']) / 1e6:6.2f}M" if size in BUDGETS[budget]
+                      else "    -  " for budget in args.budgets]
+            config = size_config(*size, tokenizer.vocab_size)
+            print(f"{config.n_layers} layers, d {config.d_model:3d}: {counts['parameters']:>9,} parameters, "
+                  f"{counts['compute_parameters']:>9,} multiplying, {counts['non_embedding_parameters']:>9,} "
+                  "non-embedding; tokens per budget:", *tokens)
         return
     torch.set_num_threads(1)
     train_text, val_text = load_shakespeare("train"), load_shakespeare("val")
@@ -94,18 +125,34 @@ def main() -> None:
     val_bytes = len(val_text.encode("utf-8"))
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {
         "about": "bench/scaling.py: the modern recipe at several sizes and compute budgets, validation bits per byte",
-        "flops": "C = 6 N D, N every parameter (embeddings and untied head included), D training tokens",
+        "flops": "C = 6 N D, N the parameters that multiply (all but the input embedding), D training tokens",
         "recipe": MODERN_RECIPE, "train_tokens": len(train_ids), "threads": 1, "choices": [], "comparisons": [],
-        "runs": []}
+        "runs": [], "repeats_runs": []}
+    if args.repeats:
+        config = size_config(*REPEATS_SIZE, tokenizer.vocab_size)
+        budget = 6 * parameter_counts(config)["compute_parameters"] * len(train_ids)  # one epoch of all the plays
+        done = {(r["repeats"], r["seed"]) for r in results.setdefault("repeats_runs", [])}
+        for repeats in REPEATS:
+            for seed in REPEATS_SEEDS:
+                if (repeats, seed) in done:
+                    continue
+                unique = every_kth_chunk(train_ids, repeats)
+                result = {"repeats": repeats, "unique_tokens": len(unique),
+                          **run(config, budget, seed, unique, val_ids, val_bytes)}
+                results["repeats_runs"].append(result)
+                RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+                print(f"{len(unique) / 1e6:5.2f}M unique tokens, {result['epochs']:4.1f} epochs, seed {seed}: "
+                      f"{result['val_bits_per_byte']:.4f} bits/byte  {result['cpu_seconds']:.0f} CPU s", flush=True)
+        return
     done = {(r["n_layers"], r["d_model"], r["budget_flops"], r["seed"]) for r in results["runs"]}
     for budget in sorted(args.budgets):
-        for config in configs:
+        for config in (size_config(*size, tokenizer.vocab_size) for size in BUDGETS[budget]):
             if (config.n_layers, config.d_model, budget, args.seed) in done:
                 continue
             result = run(config, budget, args.seed, train_ids, val_ids, val_bytes)
             results["runs"].append(result)
             RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-            print(f"C {budget:.0e}  {config.n_layers} x {config.d_model:3d}  {result['parameters']:>9,} parameters  "
+            print(f"C {budget:.0e}  {config.n_layers} x {config.d_model:3d}  {result['compute_parameters']:>9,} N  "
                   f"{result['tokens'] / 1e6:5.2f}M tokens ({result['epochs']:.1f} epochs)  "
                   f"{result['val_bits_per_byte']:.4f} bits/byte  {result['cpu_seconds']:.0f} CPU s", flush=True)
 
