@@ -14,9 +14,9 @@ tokens: a run with more tokens repeats them (its "epochs" are recorded).
 With --repeats it measures what repeating data costs instead: one size (2 layers, width 48) trained on the same
 number of tokens, one epoch of the training plays, drawn from all of them or from a half, a quarter ... a
 32nd of them repeated 2, 4 ... 32 times (every k-th chunk of 8,192 tokens, so every play keeps its share),
-three seeds each.
+three seeds each, written to bench/results/scaling_repeats.json.
 
-Every finished run is written to bench/results/scaling.json at once, and a later call skips the runs already
+Every finished run is written to its results file at once, and a later call skips the runs already
 there, so the sweep can be stopped and resumed. Usage:
 
     LLMCOURSE_THREADS=1 python bench/scaling.py                 # the whole sweep, about an hour on one core
@@ -41,6 +41,7 @@ from llmcourse.runtime import set_seed
 from llmcourse.train import evaluate_bits_per_byte, train
 
 RESULTS = Path(__file__).parent / "results" / "scaling.json"
+REPEATS_RESULTS = Path(__file__).parent / "results" / "scaling_repeats.json"
 # (layers, width, heads)
 SIZES = ((2, 24, 2), (2, 32, 2), (2, 48, 2), (3, 64, 4), (4, 96, 4), (4, 128, 4), (5, 160, 5), (6, 192, 6))
 # Training FLOPs (C = 6 N D) and the sizes tried at each: six around where the optimum lies, one size larger
@@ -98,6 +99,28 @@ def run(config: GPTConfig, budget: float, seed: int, train_ids: list[int], val_i
             "curve_tokens": history.tokens_seen[::25], "curve_loss": [round(x, 4) for x in history.train_loss[::25]]}
 
 
+def repeated_data(tokenizer, train_ids: list[int], val_ids: list[int], val_bytes: int) -> None:
+    """One size, one epoch's worth of tokens, from 1/k of the training tokens repeated k times."""
+    config = size_config(*REPEATS_SIZE, tokenizer.vocab_size)
+    budget = 6 * parameter_counts(config)["compute_parameters"] * len(train_ids)  # one epoch of all the plays
+    results = json.loads(REPEATS_RESULTS.read_text()) if REPEATS_RESULTS.exists() else {
+        "about": "bench/scaling.py --repeats: the same tokens from fewer plays' tokens, repeated; validation bits "
+                 "per byte", "recipe": MODERN_RECIPE, "train_tokens": len(train_ids), "threads": 1, "choices": [],
+        "comparisons": [], "runs": []}
+    done = {(r["repeats"], r["seed"]) for r in results["runs"]}
+    for repeats in REPEATS:
+        for seed in REPEATS_SEEDS:
+            if (repeats, seed) in done:
+                continue
+            unique = every_kth_chunk(train_ids, repeats)
+            result = {"repeats": repeats, "unique_tokens": len(unique),
+                      **run(config, budget, seed, unique, val_ids, val_bytes)}
+            results["runs"].append(result)
+            REPEATS_RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+            print(f"{len(unique) / 1e6:5.2f}M unique tokens, {result['epochs']:4.1f} epochs, seed {seed}: "
+                  f"{result['val_bits_per_byte']:.4f} bits/byte  {result['cpu_seconds']:.0f} CPU s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS),
@@ -123,27 +146,14 @@ def main() -> None:
     train_text, val_text = load_shakespeare("train"), load_shakespeare("val")
     train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
     val_bytes = len(val_text.encode("utf-8"))
+    if args.repeats:
+        repeated_data(tokenizer, train_ids, val_ids, val_bytes)
+        return
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {
         "about": "bench/scaling.py: the modern recipe at several sizes and compute budgets, validation bits per byte",
         "flops": "C = 6 N D, N the parameters that multiply (all but the input embedding), D training tokens",
         "recipe": MODERN_RECIPE, "train_tokens": len(train_ids), "threads": 1, "choices": [], "comparisons": [],
-        "runs": [], "repeats_runs": []}
-    if args.repeats:
-        config = size_config(*REPEATS_SIZE, tokenizer.vocab_size)
-        budget = 6 * parameter_counts(config)["compute_parameters"] * len(train_ids)  # one epoch of all the plays
-        done = {(r["repeats"], r["seed"]) for r in results.setdefault("repeats_runs", [])}
-        for repeats in REPEATS:
-            for seed in REPEATS_SEEDS:
-                if (repeats, seed) in done:
-                    continue
-                unique = every_kth_chunk(train_ids, repeats)
-                result = {"repeats": repeats, "unique_tokens": len(unique),
-                          **run(config, budget, seed, unique, val_ids, val_bytes)}
-                results["repeats_runs"].append(result)
-                RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-                print(f"{len(unique) / 1e6:5.2f}M unique tokens, {result['epochs']:4.1f} epochs, seed {seed}: "
-                      f"{result['val_bits_per_byte']:.4f} bits/byte  {result['cpu_seconds']:.0f} CPU s", flush=True)
-        return
+        "runs": []}
     done = {(r["n_layers"], r["d_model"], r["budget_flops"], r["seed"]) for r in results["runs"]}
     for budget in sorted(args.budgets):
         for config in (size_config(*size, tokenizer.vocab_size) for size in BUDGETS[budget]):
