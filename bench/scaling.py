@@ -134,10 +134,10 @@ def main() -> None:
         parser.error(f"--budgets must be among {list(BUDGETS)}")
     if args.list:
         for size in SIZES:
-            counts = parameter_counts(size_config(*size, tokenizer.vocab_size))
+            config = size_config(*size, tokenizer.vocab_size)
+            counts = parameter_counts(config)
             tokens = [f"{budget / (6 * counts['compute_parameters']) / 1e6:6.2f}M" if size in BUDGETS[budget]
                       else "    -  " for budget in args.budgets]
-            config = size_config(*size, tokenizer.vocab_size)
             print(f"{config.n_layers} layers, d {config.d_model:3d}: {counts['parameters']:>9,} parameters, "
                   f"{counts['compute_parameters']:>9,} multiplying, {counts['non_embedding_parameters']:>9,} "
                   "non-embedding; tokens per budget:", *tokens)
