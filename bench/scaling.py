@@ -16,6 +16,11 @@ number of tokens, one epoch of the training plays, drawn from all of them or fro
 32nd of them repeated 2, 4 ... 32 times (every k-th chunk of 8,192 tokens, so every play keeps its share),
 three seeds each, written to bench/results/scaling_repeats.json.
 
+With --fit it trains nothing: it reads the sweep's file, records each budget's best size as a choice (which
+must lie inside that budget's sizes), fits N_opt ~ C^a and D_opt ~ C^b on the parabolas' optima and the loss
+law L(N, D) on every run (with bootstrap standard errors), and predicts the validation bits per byte of the
+course's published model (PUBLISHED below) before it is trained, into bench/results/scaling_law.json.
+
 Every finished run is written to its results file at once, and a later call skips the runs already
 there, so the sweep can be stopped and resumed. Usage:
 
@@ -23,6 +28,7 @@ there, so the sweep can be stopped and resumed. Usage:
     LLMCOURSE_THREADS=1 python bench/scaling.py --budgets 1e12  # one budget
     LLMCOURSE_THREADS=1 python bench/scaling.py --repeats       # repeated data, about 20 minutes
     python bench/scaling.py --list                              # the sizes and the tokens each budget gives
+    python bench/scaling.py --fit                               # the fits and the prediction, a minute
 """
 
 import argparse
@@ -38,16 +44,23 @@ from llmcourse.data import create_dataloader, load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
 from llmcourse.muon import MuonWithAdamW
 from llmcourse.runtime import set_seed
+from llmcourse.scaling import fit_loss_law, isoflop_optimum, power_law
 from llmcourse.train import evaluate_bits_per_byte, train
 
 RESULTS = Path(__file__).parent / "results" / "scaling.json"
 REPEATS_RESULTS = Path(__file__).parent / "results" / "scaling_repeats.json"
+LAW_RESULTS = Path(__file__).parent / "results" / "scaling_law.json"
 # (layers, width, heads)
 SIZES = ((2, 24, 2), (2, 32, 2), (2, 48, 2), (3, 64, 4), (4, 96, 4), (4, 128, 4), (5, 160, 5), (6, 192, 6))
 # Training FLOPs (C = 6 N D) and the sizes tried at each: six around where the optimum lies, one size larger
 # for each larger budget (a size far from the optimum costs time and shows little: the largest model would
 # see 50 thousand tokens at 1e12, the smallest 26 million at 1e13).
 BUDGETS = {1e12: SIZES[:6], 3e12: SIZES[1:7], 1e13: SIZES[2:]}
+
+# The course's published model (scripts/pretrain.py --publish): about 30 minutes of a 2-core CPU, 3x the
+# sweep's largest budget, at the course model's size, the size on the sizes' grid nearest the loss law's
+# optimum for that budget.
+PUBLISHED = {"budget_flops": 3e13, "size": (4, 96, 4)}
 
 REPEATS = (1, 2, 4, 8, 16, 32)  # epochs over 1/k of the training tokens, the same number of tokens in all
 REPEATS_SIZE = (2, 48, 2)
@@ -121,6 +134,41 @@ def repeated_data(tokenizer, train_ids: list[int], val_ids: list[int], val_bytes
                   f"{result['val_bits_per_byte']:.4f} bits/byte  {result['cpu_seconds']:.0f} CPU s", flush=True)
 
 
+def fit(tokenizer) -> None:
+    """Each budget's best size, the power laws of the optima, the loss law, and the published model's prediction."""
+    runs = json.loads(RESULTS.read_text())["runs"]
+    budgets = sorted({r["budget_flops"] for r in runs})
+    choices, optima = [], []
+    for budget in budgets:
+        at = sorted((r for r in runs if r["budget_flops"] == budget), key=lambda r: r["compute_parameters"])
+        sizes, losses = [r["compute_parameters"] for r in at], [r["val_bits_per_byte"] for r in at]
+        choices.append({"setting": f"multiplying parameters at {budget:.0e} FLOPs", "grid": sizes,
+                        "scores": [-x for x in losses], "higher_score_is": "better (minus bits per byte)",
+                        "chosen": sizes[losses.index(min(losses))], "hit_bound": None})
+        n_opt = isoflop_optimum(sizes, losses)
+        optima.append({"budget_flops": budget, "parameters": round(n_opt), "tokens": round(budget / (6 * n_opt))})
+    n_law = power_law(budgets, [o["parameters"] for o in optima])
+    d_law = power_law(budgets, [o["tokens"] for o in optima])
+    law = fit_loss_law([r["compute_parameters"] for r in runs], [r["tokens"] for r in runs],
+                       [r["val_bits_per_byte"] for r in runs], bootstrap=200)
+    config = size_config(*PUBLISHED["size"], tokenizer.vocab_size)
+    n = parameter_counts(config)["compute_parameters"]
+    steps = round(PUBLISHED["budget_flops"] / (6 * n) / (MODERN_RECIPE["batch_size"] * config.context_length))
+    d = steps * MODERN_RECIPE["batch_size"] * config.context_length
+    law_n, law_d = law.optimum(PUBLISHED["budget_flops"])
+    results = {"about": "bench/scaling.py --fit: fits on bench/results/scaling.json (validation bits per byte)",
+               "choices": choices, "comparisons": [], "isoflop_optima": optima,
+               "n_opt_exponent": round(n_law.exponent, 4), "n_opt_exponent_se": round(n_law.exponent_se, 4),
+               "d_opt_exponent": round(d_law.exponent, 4), "d_opt_exponent_se": round(d_law.exponent_se, 4),
+               "loss_law": {name: round(getattr(law, name), 4) for name in ("E", "A", "B", "alpha", "beta")},
+               "loss_law_se": {name: round(value, 4) for name, value in law.se.items()},
+               "published": {**PUBLISHED, "parameters": n, "steps": steps, "tokens": d,
+                             "law_optimum_parameters": round(law_n), "law_optimum_tokens": round(law_d),
+                             "predicted_val_bits_per_byte": round(law(n, d), 4)}}
+    LAW_RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in results.items() if k != "choices"}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS),
@@ -128,10 +176,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", action="store_true", help="the repeated-data runs instead of the sweep")
     parser.add_argument("--list", action="store_true", help="print the sizes and each budget's tokens, train nothing")
+    parser.add_argument("--fit", action="store_true", help="fit the laws to the sweep's file and predict, train nothing")
     args = parser.parse_args()
     tokenizer = course_tokenizer()
     if not set(args.budgets) <= set(BUDGETS):
         parser.error(f"--budgets must be among {list(BUDGETS)}")
+    if args.fit:
+        fit(tokenizer)
+        return
     if args.list:
         for size in SIZES:
             config = size_config(*size, tokenizer.vocab_size)

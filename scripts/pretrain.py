@@ -6,6 +6,9 @@ JSON-lines log and the checkpoint (every --save-every updates, at the end, and w
 SIGTERM or SIGHUP asks the run to stop), and prints the final validation loss and bits per byte.
 --recipe modern trains the course's modern recipe (notebook 5G) instead of GPT-2's: rotary positions,
 SwiGLU and an untied head, with Muon for the blocks' weight matrices and AdamW for the rest.
+--publish DIR writes the finished model for others to load (`llmcourse.course.published_model`): its
+weights in bfloat16, tokenizer and config, and a model card (this command, the machine, the time taken,
+the tokens seen, validation and test bits per byte of the published weights, the sha256 of every file).
 """
 
 import argparse
@@ -13,6 +16,8 @@ import hashlib
 import json
 import math
 import os
+import platform
+import shlex
 import signal
 import sys
 import tempfile
@@ -28,13 +33,14 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from llmcourse.checkpoint import Checkpoint, load_checkpoint, restore_optimizer, save_checkpoint
-from llmcourse.course import COURSE_SETTINGS, MODERN_RECIPE
+from llmcourse.course import COURSE_SETTINGS, MODERN_RECIPE, publish_model, published_model
 from llmcourse.data import SlidingWindowDataset, create_dataloader, load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel, count_parameters
 from llmcourse.muon import MuonWithAdamW
 from llmcourse.runtime import get_device, set_seed
 from llmcourse.tokenizer import BPETokenizer, gpt2_encoding
-from llmcourse.train import bits_per_byte, configure_optimizer, evaluate, spread_windows_loader, train
+from llmcourse.train import (bits_per_byte, configure_optimizer, evaluate, evaluate_bits_per_byte,
+                             spread_windows_loader, train)
 
 PRESETS = {
     "course": dict(n_layers=COURSE_SETTINGS.n_layers, d_model=COURSE_SETTINGS.d_model,
@@ -160,7 +166,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                      help="auto picks CUDA, then Apple MPS, then the CPU; or cpu, cuda, mps (default: %(default)s)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--publish", type=Path, metavar="DIR",
+                     help="when training ends, write the model to publish to DIR: bfloat16 weights, tokenizer, "
+                          "config and a model card (the course's text and BPE tokenizer only)")
     args = parser.parse_args(argv)
+    if args.publish and (args.train_text or args.tokenizer != "bpe"):
+        parser.error("--publish scores the model on the course's test plays: train on the course's text (no "
+                     "--train-text) with --tokenizer bpe")
     if args.train_text and not args.val_text:
         parser.error("--train-text needs --val-text too: the validation loss is measured on held-out text")
     if args.max_steps is None and args.time_budget is None:
@@ -311,6 +323,41 @@ def parameters_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def machine() -> str:
+    """The CPU's name, its cores and the threads used, the OS, and the torch version: what the card records."""
+    name = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s); {platform.system()} "
+            f"{platform.release()}; Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def publish(directory: Path, model: GPTModel, tokenizer: BPETokenizer, history, args: argparse.Namespace,
+            train_tokens: int, val_bpb: float, seconds: float) -> None:
+    """Write the model and its card to `directory`, then score the published (bfloat16) weights as loaded."""
+    lookup = model.tok_emb.weight.numel()
+    multiplying = count_parameters(model) - lookup
+    tokens = history.tokens_seen[-1]
+    card = {"model": "the course's published GPT", "command": "python scripts/pretrain.py " + shlex.join(
+                sys.argv[1:]), "seed": args.seed, "machine": machine(), "wall_seconds": round(seconds),
+            "config": model.cfg.to_dict(), "parameters": count_parameters(model),
+            "multiplying_parameters": multiplying, "steps": history.steps[-1], "tokens_seen": tokens,
+            "train_tokens": train_tokens, "epochs": round(tokens / train_tokens, 2),
+            "training_flops": 6 * multiplying * tokens, "float32_val_bits_per_byte": round(val_bpb, 4)}
+    card_sha256 = publish_model(directory, model, tokenizer, card)
+    loaded, loaded_tokenizer, _ = published_model("cpu", directory, card_sha256)
+    for split in ("val", "test"):
+        text = load_shakespeare(split)
+        card[f"{split}_bits_per_byte"] = round(evaluate_bits_per_byte(
+            loaded, loaded_tokenizer.encode(text), len(text.encode("utf-8")), args.batch_size), 4)
+    card_sha256 = publish_model(directory, model, tokenizer, card)
+    print(f"published to {directory}: validation {card['val_bits_per_byte']:.4f}, test "
+          f"{card['test_bits_per_byte']:.4f} bits per byte (bfloat16 weights); card.json sha256 {card_sha256}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
@@ -436,6 +483,9 @@ def main(argv: list[str] | None = None) -> None:
                  "val_bits_per_byte": val_bpb, "param_sha256": fingerprints, "seconds": history.seconds})
             print(f"step {step} ({history.stopped_by}): validation loss {val_loss:.4f}, "
                   f"bits per byte {val_bpb:.4f}; checkpoint in {checkpoint_dir}")
+            if args.publish:
+                publish(args.publish, model, tokenizer, history, args, len(train_ids), val_bpb,
+                        time.perf_counter() - started)
         log_file.close()
     if distributed:
         dist.barrier()

@@ -100,9 +100,15 @@ def _check_unmodified(model: nn.Module, model_class: str) -> None:
                          "layers must be merged first with llmcourse.lora.merge_lora(model)")
 
 
-def _saved_tensors(model: GPTModel | BertModel) -> dict[str, Tensor]:
-    """The state dict as stored: a tied output head is the embedding matrix, so it is stored once."""
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+# The floating-point formats a checkpoint can store its weights in: loading always restores float32.
+WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _saved_tensors(model: GPTModel | BertModel, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """The state dict as stored, floating-point tensors in `dtype`: a tied output head is the embedding
+    matrix, so it is stored once."""
+    tensors = {name: t.detach().cpu().to(dtype if t.is_floating_point() else t.dtype).contiguous()
+               for name, t in model.state_dict().items()}
     if model.cfg.tie_weights:
         del tensors[TIED_OUTPUT[_class_name(model)]]
     return tensors
@@ -123,7 +129,8 @@ def _tokenizer_files(tokenizer: Tokenizer | None) -> tuple[str | None, dict[str,
 
 
 def _checkpoint_files(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, step: int = 0,
-                     tokenizer: Tokenizer | None = None, extra: dict | None = None) -> dict[str, bytes]:
+                     tokenizer: Tokenizer | None = None, extra: dict | None = None,
+                     weights_dtype: str = "float32") -> dict[str, bytes]:
     """Every file of a checkpoint, as bytes, after checking all inputs (nothing is written)."""
     if isinstance(model, DistributedDataParallel):
         model = model.module
@@ -131,10 +138,13 @@ def _checkpoint_files(model: nn.Module, optimizer: torch.optim.Optimizer | None 
     _check_unmodified(model, model_class)
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be an integer >= 0 (updates done), got {step!r}")
-    tensors = _saved_tensors(model)
+    if weights_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {sorted(WEIGHT_DTYPES)}, got {weights_dtype!r}")
+    tensors = _saved_tensors(model, WEIGHT_DTYPES[weights_dtype])
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"parameter {name} holds NaN or infinite values; refusing to save a broken model")
+            where = "" if weights_dtype == "float32" else f" in {weights_dtype} (too large for it?)"
+            raise ValueError(f"parameter {name} holds NaN or infinite values{where}; refusing to save a broken model")
     try:
         extra_json = json.loads(json.dumps(extra or {}, allow_nan=False))
     except (TypeError, ValueError) as error:
@@ -149,7 +159,8 @@ def _checkpoint_files(model: nn.Module, optimizer: torch.optim.Optimizer | None 
         torch.save(optimizer.state_dict(), buffer)
         files["optimizer.pt"] = buffer.getvalue()
     config = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_class": model_class,
-              "model": model.cfg.to_dict(), "step": step, "tokenizer": tokenizer_kind, "extra": extra_json,
+              "model": model.cfg.to_dict(), "weights_dtype": weights_dtype, "step": step,
+              "tokenizer": tokenizer_kind, "extra": extra_json,
               "files": {name: _sha256(data) for name, data in sorted(files.items())}}
     config["sha256"] = _config_digest(config)
     files["config.json"] = json.dumps(config, indent=2).encode("utf-8")
@@ -228,8 +239,12 @@ def _write_folder(folder: Path, files: dict[str, bytes]) -> None:
 
 
 def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    step: int = 0, tokenizer: Tokenizer | None = None, extra: dict | None = None) -> Path:
+                    step: int = 0, tokenizer: Tokenizer | None = None, extra: dict | None = None,
+                    weights_dtype: str = "float32") -> Path:
     """Save a model, and optionally its optimizer, step, tokenizer and `extra` JSON data, to a folder.
+
+    `weights_dtype` "bfloat16" or "float16" stores the weights in half the bytes (to publish a model;
+    loading restores float32, rounded to what 16 bits hold).
 
     Everything is checked first. The new checkpoint is written into `<directory>.checkpoint-new`
     and flushed to disk; then the old folder is renamed aside, the new one renamed into place,
@@ -238,7 +253,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.op
     A model with LoRA layers must be merged first (`merge_lora`). A tiktoken encoding can only be
     GPT-2's, recorded by name. Returns `directory`.
     """
-    files = _checkpoint_files(model, optimizer, step, tokenizer, extra)
+    files = _checkpoint_files(model, optimizer, step, tokenizer, extra, weights_dtype)
     folder = _target_folder(directory)
     _recover(folder)
     if folder.exists():
@@ -316,6 +331,9 @@ def _check_tensors(tensors: dict[str, Tensor], expected: dict[str, Tensor], wher
         if tensors[name].shape != tensor.shape:
             raise ValueError(f"{where} does not match config.json: {name} has shape "
                              f"{tuple(tensors[name].shape)}, the config needs {tuple(tensor.shape)}")
+        if tensors[name].dtype != tensor.dtype:
+            raise ValueError(f"{where} does not match config.json: {name} is {tensors[name].dtype}, the config "
+                             f"records {tensor.dtype}")
 
 
 def _build_model(directory: Path, config: dict, data: bytes, device: torch.device) -> GPTModel | BertModel:
@@ -333,7 +351,11 @@ def _build_model(directory: Path, config: dict, data: bytes, device: torch.devic
         tensors = load_safetensors(data)
     except SafetensorError as error:
         raise ValueError(f"{where} is corrupt or truncated: {error}") from None
-    _check_tensors(tensors, _saved_tensors(model), where)
+    weights_dtype = config.get("weights_dtype", "float32")  # checkpoints saved before it was recorded
+    if weights_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"{directory.name}/config.json names weights_dtype {weights_dtype!r}; expected one of "
+                         f"{sorted(WEIGHT_DTYPES)}")
+    _check_tensors(tensors, _saved_tensors(model, WEIGHT_DTYPES[weights_dtype]), where)
     if model_config.tie_weights:
         tensors[TIED_OUTPUT[class_name]] = tensors["tok_emb.weight"]  # copied into the one shared matrix
     model.load_state_dict(tensors)

@@ -4,8 +4,13 @@
 notebook 5D) are built from the settings below on first use and then loaded from the cache folder.
 Every one is saved and loaded through `llmcourse.checkpoint`, under a lock, so that two notebooks run
 side by side train it once; a cached artifact is used only if it was trained with today's settings.
+
+`published_model()` is different: the course's published GPT (notebook 5H chose its size), trained once by
+`scripts/pretrain.py --publish` and committed under data/, with a model card; `publish_model` writes it.
 """
 
+import hashlib
+import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -16,7 +21,7 @@ from llmcourse.data import create_dataloader, load_shakespeare
 from llmcourse.encoder import SPECIAL_TOKENS, BertModel
 from llmcourse.mlm import EncoderHistory, EncoderSettings, load_encoder, pretrain_until_healthy, save_encoder
 from llmcourse.model import GPTConfig, GPTModel
-from llmcourse.runtime import CACHE_DIR, cache_lock, get_device, set_seed
+from llmcourse.runtime import CACHE_DIR, DATA_DIR, cache_lock, get_device, set_seed
 from llmcourse.tokenizer import BPETokenizer
 from llmcourse.train import (History, PretrainSettings, configure_optimizer, evaluate_bits_per_byte,
                              spread_windows_loader, train)
@@ -143,3 +148,53 @@ def course_encoder(device: torch.device | str | None = None,
         model, tokenizer, history, _ = pretrain_until_healthy(COURSE_ENCODER_SETTINGS, bert_tokenizer(), device, progress)
         save_encoder(COURSE_ENCODER_DIR, model, COURSE_ENCODER_SETTINGS, history)
     return model, tokenizer, history
+
+
+# --- the course's published GPT -------------------------------------------------------------------
+
+PUBLISHED_DIR = DATA_DIR / "course_gpt"
+# sha256 of the committed card.json, which records the sha256 of every file of the model: a changed card or
+# file is refused. Publishing a new model means updating this line (scripts/pretrain.py --publish prints it).
+PUBLISHED_CARD_SHA256 = None
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def publish_model(directory: str | Path, model: GPTModel, tokenizer: BPETokenizer, card: dict) -> str:
+    """Write a model to publish: its checkpoint in bfloat16 (half the bytes; loading restores float32) under
+    `directory`/weights, and card.json, `card` plus the sha256 of every file. Returns card.json's sha256."""
+    directory = Path(directory)
+    save_checkpoint(directory / "weights", model, tokenizer=tokenizer, weights_dtype="bfloat16")
+    files = {f"weights/{path.name}": _file_sha256(path) for path in sorted((directory / "weights").iterdir())}
+    card = {**card, "weights_dtype": "bfloat16 (loading restores float32)", "files": files}
+    (directory / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    return _file_sha256(directory / "card.json")
+
+
+def published_model(device: torch.device | str | None = None, directory: str | Path = PUBLISHED_DIR,
+                    card_sha256: str | None = None) -> tuple[GPTModel, BPETokenizer, dict]:
+    """The course's published GPT (float32, eval mode), its tokenizer and its model card.
+
+    card.json must match `card_sha256` (the committed card's, by default), and every file must match the
+    sha256 the card records; anything changed, truncated or missing raises a ValueError that names it.
+    """
+    directory = Path(directory)
+    card_sha256 = card_sha256 or PUBLISHED_CARD_SHA256
+    card_path = directory / "card.json"
+    if not card_path.exists():
+        raise FileNotFoundError(f"no published model in {directory}: card.json is missing")
+    if _file_sha256(card_path) != card_sha256:
+        raise ValueError(f"{card_path} does not match the sha256 the package records: the card was changed "
+                         "or belongs to another model")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    for name, digest in card["files"].items():
+        path = directory / name
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing (card.json lists it)")
+        if _file_sha256(path) != digest:
+            raise ValueError(f"{path} does not match the sha256 in card.json: the file is corrupt, truncated "
+                             "or was changed")
+    checkpoint = load_checkpoint(directory / "weights", device)
+    return checkpoint.model, checkpoint.tokenizer, card
