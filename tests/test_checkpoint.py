@@ -75,6 +75,24 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, tie_weights):
     assert (checkpoint.model.out_head.weight is checkpoint.model.tok_emb.weight) == tie_weights
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_16_bit_weights_halve_the_file_and_load_back_as_float32(tmp_path, dtype):
+    model = tiny_model(tie_weights=False).eval()
+    save_checkpoint(tmp_path / "full", model)
+    save_checkpoint(tmp_path / "half", model, weights_dtype=dtype)
+    sizes = [(tmp_path / name / "model.safetensors").stat().st_size for name in ("full", "half")]
+    assert 0.45 < sizes[1] / sizes[0] < 0.55
+    loaded = load_checkpoint(tmp_path / "half", "cpu").model
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    rounded = {name: t.to(getattr(torch, dtype)).float() for name, t in model.state_dict().items()}
+    assert all(torch.equal(loaded.state_dict()[name], t) for name, t in rounded.items())
+
+
+def test_an_unknown_weights_dtype_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="weights_dtype must be one of"):
+        save_checkpoint(tmp_path / "ckpt", tiny_model(), weights_dtype="int8")
+
+
 def test_tokenizers_round_trip(tmp_path):
     bpe = BPETokenizer.train("to be or not to be, that is the question " * 20, vocab_size=270)
     save_checkpoint(tmp_path / "bpe", tiny_model(), tokenizer=bpe)

@@ -1,14 +1,19 @@
 """Tests of llmcourse.course: the BERT tokenizer, and the course model and tokenizer trained once and cached."""
 
 import dataclasses
+import hashlib
+import shutil
 
 import pytest
 import torch
 
 import llmcourse.course as course_module
-from llmcourse.course import bert_tokenizer, course_model, course_tokenizer
+from llmcourse.course import (PUBLISHED_DIR, bert_tokenizer, course_model, course_tokenizer, publish_model,
+                              published_model)
 from llmcourse.data import load_shakespeare
 from llmcourse.encoder import SPECIAL_TOKENS
+from llmcourse.model import GPTConfig, GPTModel
+from llmcourse.tokenizer import BPETokenizer
 from llmcourse.train import PretrainSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,3 +49,48 @@ def test_course_tokenizer_without_a_cached_model_trains_the_same_tokenizer_every
     again = course_module.course_tokenizer()
     text = load_shakespeare("val")[:5_000]
     assert alone.vocab_size == 300 and alone.encode(text) == again.encode(text)
+
+
+def test_the_published_model_loads_in_float32_with_its_card():
+    model, tokenizer, card = published_model("cpu")
+    assert all(p.dtype == torch.float32 for p in model.parameters()) and not model.training
+    assert model.cfg.to_dict() == card["config"] and tokenizer.vocab_size == model.cfg.vocab_size
+    assert card["tokens_seen"] == card["steps"] * 4 * model.cfg.context_length
+    assert card["test_bits_per_byte"] < 2.146  # the best count-based model of the report card
+    assert set(card["files"]) == {"weights/config.json", "weights/model.safetensors", "weights/tokenizer.json"}
+
+
+@pytest.mark.parametrize("damage", ["flip a byte of the weights", "truncate the tokenizer", "edit the card",
+                                    "delete the config"])
+def test_a_damaged_copy_of_the_published_model_is_refused(tmp_path, damage):
+    copy = tmp_path / "course_gpt"
+    shutil.copytree(PUBLISHED_DIR, copy)
+    if damage == "flip a byte of the weights":
+        data = bytearray((copy / "weights" / "model.safetensors").read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (copy / "weights" / "model.safetensors").write_bytes(bytes(data))
+    elif damage == "truncate the tokenizer":
+        path = copy / "weights" / "tokenizer.json"
+        path.write_bytes(path.read_bytes()[:-10])
+    elif damage == "edit the card":
+        path = copy / "card.json"
+        path.write_text(path.read_text().replace('"seed"', '"seed" ', 1))
+    else:
+        (copy / "weights" / "config.json").unlink()
+    with pytest.raises((ValueError, FileNotFoundError), match="sha256|missing|corrupt"):
+        published_model("cpu", copy)
+
+
+def test_publish_model_writes_a_card_that_published_model_verifies(tmp_path):
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=300, context_length=16, d_model=32, n_heads=4, n_layers=1,
+                               tie_weights=False, positions="rotary", ff="swiglu")).eval()
+    tokenizer = BPETokenizer.train(load_shakespeare("train")[:20_000], 300)
+    card_sha256 = publish_model(tmp_path / "pub", model, tokenizer, {"note": "a test"})
+    assert card_sha256 == hashlib.sha256((tmp_path / "pub" / "card.json").read_bytes()).hexdigest()
+    loaded, _, card = published_model("cpu", tmp_path / "pub", card_sha256)
+    assert card["note"] == "a test" and card["weights_dtype"].startswith("bfloat16")
+    x = torch.randint(300, (1, 16))
+    assert (loaded(x) - model(x)).abs().max() < 0.05  # bfloat16-rounded weights
+    with pytest.raises(ValueError, match="does not match the sha256 the package records"):
+        published_model("cpu", tmp_path / "pub")  # the package records the committed card's sha256

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from llmcourse.checkpoint import load_checkpoint, save_checkpoint
-from llmcourse.course import MODERN_RECIPE
+from llmcourse.course import MODERN_RECIPE, published_model
 from llmcourse.data import load_shakespeare
 from llmcourse.model import GPTConfig, GPTModel
 from llmcourse.runtime import REPO_ROOT
@@ -110,6 +110,8 @@ def test_flags_override_the_preset():
     (["--max-steps", "5", "--recipe", "modern", "--muon-lr", "inf"], "--muon-lr: inf is out of range"),
     (["--max-steps", "5", "--muon-lr", "0.02"], "--muon-lr is Muon's learning rate, which only --recipe modern uses"),
     (["--max-steps", "5", "--recipe", "llama"], "invalid choice: 'llama'"),
+    (["--max-steps", "5", "--publish", "out", "--tokenizer", "gpt2"], "--publish scores the model on the course's test"),
+    (["--max-steps", "5", "--publish", "out", "--train-text", "a.txt", "--val-text", "b.txt"], "--publish scores"),
 ])
 def test_flags_out_of_range_are_refused_with_what_is_right(capsys, flags, message):
     with pytest.raises(SystemExit):
@@ -291,3 +293,17 @@ def test_resume_with_another_recipe_is_refused(tmp_path, texts, capsys):
         script_that_must_not_build_a_model().main(texts + TINY + run + ["--max-steps", "4", "--resume"])
     assert "--resume: the checkpoint was trained with --recipe modern, not --recipe gpt2; give --recipe modern" \
         in capsys.readouterr().err
+
+
+def test_publish_writes_a_model_that_loads_with_its_card(tmp_path):
+    """A tiny run on the course's text, published: the card records the command and the published weights'
+    scores, and `published_model` loads it (the run's card sha256 is the one it prints)."""
+    out = launch(["--preset", "tiny", "--vocab-size", "260", "--max-steps", "3", "--warmup-steps", "1",
+                  "--eval-every", "3", "--eval-windows", "4", "--batch-size", "4", "--device", "cpu", "--no-progress",
+                  "--recipe", "modern", "--out-dir", str(tmp_path / "run"), "--publish", str(tmp_path / "pub")])
+    card_sha256 = out.strip().split()[-1]
+    model, tokenizer, card = published_model("cpu", tmp_path / "pub", card_sha256)
+    assert card["command"].startswith("python scripts/pretrain.py --preset tiny") and card["steps"] == 3
+    assert card["tokens_seen"] == 3 * 4 * 32 and tokenizer.vocab_size == 260
+    assert abs(card["val_bits_per_byte"] - card["float32_val_bits_per_byte"]) < 0.01  # bfloat16 rounding only
+    assert card["test_bits_per_byte"] > 0 and model.cfg.to_dict() == card["config"]

@@ -155,7 +155,7 @@ def course_encoder(device: torch.device | str | None = None,
 PUBLISHED_DIR = DATA_DIR / "course_gpt"
 # sha256 of the committed card.json, which records the sha256 of every file of the model: a changed card or
 # file is refused. Publishing a new model means updating this line (scripts/pretrain.py --publish prints it).
-PUBLISHED_CARD_SHA256 = None
+PUBLISHED_CARD_SHA256 = "7664aefb0e825ed1a69d46349a3e89f57e31994ee453e27d6c34ff5aebee8c76"
 
 
 def _file_sha256(path: Path) -> str:
