@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llmcourse.course import bert_tokenizer
-from llmcourse.tasks import (GENRE_CLASSES, IS_NEXT, RANDOM_NEXT, TASKS, genre_label, genre_passages,
+from llmcourse.tasks import (GENRE_CLASSES, IS_NEXT, ORDER_CLASSES, order_passages, RANDOM_NEXT, TASKS, genre_label, genre_passages,
                              instruction_records, load_sms_spam, normalise_line, nsp_pairs, parse_sms_spam,
                              reversal_pairs, reverse_words, speech_words, split_speeches)
 
@@ -37,6 +37,16 @@ def test_genre_passages_are_balanced_of_fixed_length_and_from_the_split(plays, s
     assert all(genre_label(test_plays[p.play].genre) == p.label for p in passages)
     assert len({p.text for p in passages}) == len(passages)
     assert [p.text for p in passages] == [p.text for p in genre_passages(plays, small_bpe, "test", 7, 24, seed=1)]
+
+
+def test_order_passages_differ_only_in_word_order(plays, small_bpe):
+    passages = order_passages(plays, small_bpe, "val", per_class=30, n_tokens=16)
+    assert len(passages) == 60 and sum(p.label for p in passages) == 30 and len(ORDER_CLASSES) == 2
+    val_plays = {p.play for p in plays if p.split == "val"}
+    assert {p.play for p in passages} == val_plays and all(len(p.token_ids) == 16 for p in passages)
+    for passage in passages:  # lower-case words only: no capital or punctuation can tell the classes apart
+        assert passage.text == passage.text.lower() and not any(ch in passage.text for ch in ".,;:!?")
+    assert order_passages(plays, small_bpe, "val", per_class=30, n_tokens=16) == passages  # the seed fixes them
 
 
 def test_instruction_records_have_exact_answers(plays):

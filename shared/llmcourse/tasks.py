@@ -1,6 +1,6 @@
 """Tasks built from the plays, each with exact answers and split by play (chapters 5 and 6).
 
-Genre passages (classification), instruction records (instruction tuning), next-sentence pairs (the
+Genre passages and word-order passages (classification), instruction records (instruction tuning), next-sentence pairs (the
 encoder's pretraining) and word-reversal pairs (sequence to sequence) are all read from the plays of one
 split only, so that train, validation and test never share a play. Every task cuts the plays into
 speeches with `llmcourse.data.speaker_speeches`. The SMS Spam Collection, an optional online extra, is
@@ -91,6 +91,75 @@ def _play_passages(play: Play, tokenizer: BPETokenizer, label: int, wanted: int,
         ids = tuple(tokenizer.encode(stretch, allowed_special="none")[:n_tokens])
         passages.append(Passage(tokenizer.decode(ids), ids, label, play.play))
     return passages
+
+
+# --- word order: a real stretch of a speech, or the same words shuffled ---------------------------
+
+ORDER_CLASSES = ("shuffled", "in order")
+
+
+def order_passages(plays: Sequence[Play], tokenizer: BPETokenizer, split: str, per_class: int,
+                   n_tokens: int = 32, seed: int = 0) -> list[Passage]:
+    """`per_class` passages of each class from the plays of `split`, shuffled: `n_tokens` tokens of a speech's
+    words in their order (label 1) or the same words in a random order (label 0).
+
+    The words are lower-cased and stripped of punctuation in both classes, so word order is the only
+    difference: any model that sees only which words occur (a bag of words) is at chance by construction.
+    Each stretch of words is used once, in one class only, and the passages are shared as evenly as
+    possible among the plays.
+    """
+    chosen = [p for p in plays if p.split == split]
+    if not chosen:
+        raise ValueError(f"no plays in split {split!r}")
+    rng = random.Random(seed)
+    passages = []
+    for index, play in enumerate(chosen):
+        wanted = 2 * per_class // len(chosen) + (index < 2 * per_class % len(chosen))
+        stretches = _word_stretches(play, n_tokens)
+        if len(stretches) < wanted:
+            raise ValueError(f"{play.title} has only {len(stretches)} stretches of {n_tokens} tokens, {wanted} wanted")
+        for number, words in enumerate(rng.sample(stretches, wanted)):
+            label = (number + index) % 2  # alternating: each play gives both classes, equally (within one)
+            words = _enough_words(words, tokenizer, n_tokens)  # the same words in both classes, not a prefix of one
+            if label == 0:
+                words = _shuffled(words, rng)
+            ids = tuple(tokenizer.encode(" ".join(words), allowed_special="none")[:n_tokens])
+            if len(ids) < n_tokens:
+                raise ValueError(f"a stretch of {play.title} gave {len(ids)} tokens, fewer than {n_tokens}")
+            passages.append(Passage(tokenizer.decode(ids), ids, label, play.play))
+    rng.shuffle(passages)
+    return passages
+
+
+def _word_stretches(play: Play, n_tokens: int) -> list[list[str]]:
+    """Non-overlapping runs of a speech's lower-cased words, each long enough for `n_tokens` tokens."""
+    stretches = []
+    for _, lines in speaker_speeches(play):
+        words = [w.lower() for line in lines for w in _words(line)]
+        size = n_tokens + 2  # a word is at least one token, so these always hold n_tokens tokens and the margin
+        stretches += [words[i:i + size] for i in range(0, len(words) - size + 1, size)]
+    return stretches
+
+
+def _enough_words(words: list[str], tokenizer: BPETokenizer, n_tokens: int) -> list[str]:
+    """The first words of `words` that hold `n_tokens` tokens and two more (a margin: a word's tokens can
+    change with its neighbours). Shuffling only these keeps the same words in a passage of either class;
+    shuffling all and cutting would keep words from anywhere in the stretch, while the in-order passage
+    keeps the words that open it, such as those that open a speech: a clue a bag of words could use."""
+    total = 0
+    for count, word in enumerate(words, start=1):
+        total += len(tokenizer.encode(" " + word, allowed_special="none"))
+        if total >= n_tokens + 2:
+            return words[:count]
+    return words
+
+
+def _shuffled(words: list[str], rng: random.Random) -> list[str]:
+    """The words in a random order that differs from the given one."""
+    shuffled = list(words)
+    while shuffled == words and len(set(words)) > 1:
+        rng.shuffle(shuffled)
+    return shuffled
 
 
 # --- instruction records built from the plays ------------------------------------------------------
