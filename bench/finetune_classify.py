@@ -3,16 +3,18 @@
 Two tasks, split by whole plays. --task genre (the default): passages of 64 tokens labelled comedy,
 history or tragedy, written to bench/results/finetune_classify.json. --task order: 32 tokens of a speech's
 words in their order or shuffled (`llmcourse.tasks.order_passages`: lower-cased, no punctuation, so a bag
-of words is at chance by construction), written to bench/results/finetune_order.json; there the GPTs start
-from the 3-minute course GPT of notebook 5B or from the published model of notebook 5H. Under the course's
-experiment protocol (`llmcourse.experiment`): for each configuration the learning rate is chosen on the
-validation plays (seed 0) by `widened_sweep`, which widens the grid until the best rate is inside it,
+of words is at chance by construction), written to bench/results/finetune_order.json. The GPTs start from
+the 3-minute course GPT of notebook 5B, or, in the configurations named "published GPT", from the course's
+published model (notebook 5H).
+
+Under the course's experiment protocol (`llmcourse.experiment`): for each configuration the learning rate is
+chosen on the validation plays (seed 0) by `widened_sweep`, which widens the grid until the best rate is inside it,
 and the epoch by early stopping on validation accuracy; then seeds 0, 1 and 2 are scored once on the
 test plays, with each play's share kept so the notebooks can bootstrap over plays. Configurations:
 majority class; bag-of-words logistic regression; the course GPT with a new head trained alone (last,
 first or mean pooling), with its last block and final norm, in full (last or mean pooling), or with LoRA
 (ranks 2, 8 and 32, alphas 4, 16 and 64, each with its own learning rate); and the same architecture
-trained from scratch. Writes bench/results/finetune_classify.json, which notebooks 6A and 6C plot. Usage:
+trained from scratch (the genre task; notebooks 6A and 6C plot its file). Usage:
 
     LLMCOURSE_THREADS=1 python bench/finetune_classify.py          # about an hour on one core
     LLMCOURSE_THREADS=1 python bench/finetune_classify.py --only lora   # configurations whose name has "lora"
@@ -154,6 +156,9 @@ def configurations() -> list[dict]:
         configs.append({"name": name, "kind": "full", "pooling": pooling, "epochs": 8, "lrs": [1e-4, 3e-4, 1e-3]})
     configs.append({"name": "from scratch", "kind": "scratch", "pooling": "last", "epochs": 8,
                     "lrs": [1e-4, 3e-4, 1e-3]})
+    for name, pooling in (("full, published GPT", "last"), ("full (mean), published GPT", "mean")):
+        configs.append({"name": name, "kind": "full", "base": "published", "pooling": pooling, "epochs": 8,
+                        "lrs": [1e-4, 3e-4, 1e-3]})
     for rank, alpha in [(8, 16), (2, 16), (32, 16), (8, 4), (8, 64)]:  # a sweep around r=8, alpha=16
         configs.append({"name": f"lora r{rank} a{alpha}", "kind": "lora", "pooling": "last", "epochs": 8,
                         "rank": rank, "alpha": alpha, "lrs": [1e-3, 3e-3, 1e-2]})
@@ -164,7 +169,9 @@ def configurations() -> list[dict]:
 COMPARED = [("bag of words", "full"), ("full", "head only (last)"),
             ("head only (mean)", "head only (last)"), ("head only (mean)", "bag of words"),
             ("full", "from scratch"), ("full (mean)", "full"), ("full (mean)", "bag of words"),
-            ("lora r8 a16", "full"), ("last block (mean)", "last block (last)")]
+            ("lora r8 a16", "full"), ("last block (mean)", "last block (last)"),
+            ("full, published GPT", "full"), ("full (mean), published GPT", "full (mean)"),
+            ("full (mean), published GPT", "bag of words")]
 
 
 def comparisons(runs: list[dict], compared: list[tuple[str, str]]) -> list[dict]:
@@ -187,9 +194,8 @@ def main() -> None:
     n_classes = len(task["classes"])
     pretrained, tokenizer = course_model(device="cpu")
     bases = {"course": pretrained}
-    if args.task == "order":
-        bases["published"], published_tokenizer, _ = published_model("cpu")
-        assert published_tokenizer.merges == tokenizer.merges  # both read the course BPE's ids
+    bases["published"], published_tokenizer, _ = published_model("cpu")
+    assert published_tokenizer.merges == tokenizer.merges  # both read the course BPE's ids
     data = passages_and_states(bases, tokenizer, task)
     vocabulary = word_vocabulary(p.text for p in data["train"]["passages"])
     for split in data:
@@ -231,7 +237,7 @@ def main() -> None:
     compared = ORDER_COMPARED if args.task == "order" else COMPARED
     results_file.write_text(json.dumps({
         "course_model_sha256": weights_sha256(pretrained),  # which pretrained model these runs started from
-        **({"published_model_sha256": weights_sha256(bases["published"])} if "published" in bases else {}),
+        "published_model_sha256": weights_sha256(bases["published"]),
         "about": f"bench/finetune_classify.py: {task['about']}",
         "per_class": task["per_class"], "n_tokens": task["n_tokens"], "seeds": list(SEEDS), "batch_size": BATCH_SIZE,
         "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
