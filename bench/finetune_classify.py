@@ -69,7 +69,8 @@ def passages_and_states(bases: dict[str, GPTModel], tokenizer, task: dict) -> di
         data[split] = {"passages": passages, "ids": ids, "labels": torch.tensor([p.label for p in passages])}
         for base, model in bases.items():
             with torch.no_grad():
-                before_last = torch.cat([hidden_states(model, batch, len(model.blocks) - 1) for batch in ids.split(128)])
+                n_lower = len(model.blocks) - 1
+                before_last = torch.cat([hidden_states(model, batch, n_lower) for batch in ids.split(128)])
                 after_all = torch.cat([model.blocks[-1](batch) for batch in before_last.split(128)])
             data[split][f"before_last:{base}"], data[split][f"after_all:{base}"] = before_last, after_all
     return data

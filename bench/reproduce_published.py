@@ -38,11 +38,12 @@ def main() -> None:
         subprocess.run([sys.executable, command[1], *args], cwd=REPO_ROOT, check=True)
         again = json.loads((Path(scratch) / "published" / "card.json").read_text())
     keys = ("machine", "wall_seconds", "tokens_seen", "val_bits_per_byte", "test_bits_per_byte")
+    weights = "weights/model.safetensors"
     results = {"about": "bench/reproduce_published.py: the published model retrained from its card's command",
                "choices": [], "comparisons": [], "command": card["command"],
                "published": {key: card[key] for key in keys}, "retrained": {key: again[key] for key in keys},
                "test_difference": round(again["test_bits_per_byte"] - card["test_bits_per_byte"], 4),
-               "identical_weights": again["files"]["weights/model.safetensors"] == card["files"]["weights/model.safetensors"]}
+               "identical_weights": again["files"][weights] == card["files"][weights]}
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
 

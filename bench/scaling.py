@@ -176,7 +176,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", action="store_true", help="the repeated-data runs instead of the sweep")
     parser.add_argument("--list", action="store_true", help="print the sizes and each budget's tokens, train nothing")
-    parser.add_argument("--fit", action="store_true", help="fit the laws to the sweep's file and predict, train nothing")
+    parser.add_argument("--fit", action="store_true",
+                        help="fit the laws to the sweep's file and predict, train nothing")
     args = parser.parse_args()
     tokenizer = course_tokenizer()
     if not set(args.budgets) <= set(BUDGETS):

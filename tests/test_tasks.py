@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from llmcourse.course import bert_tokenizer
-from llmcourse.tasks import (GENRE_CLASSES, IS_NEXT, ORDER_CLASSES, order_passages, RANDOM_NEXT, TASKS, genre_label, genre_passages,
-                             instruction_records, load_sms_spam, normalise_line, nsp_pairs, parse_sms_spam,
-                             reversal_pairs, reverse_words, speech_words, split_speeches)
+from llmcourse.tasks import (GENRE_CLASSES, IS_NEXT, ORDER_CLASSES, RANDOM_NEXT, TASKS, genre_label, genre_passages,
+                             instruction_records, load_sms_spam, normalise_line, nsp_pairs, order_passages,
+                             parse_sms_spam, reversal_pairs, reverse_words, speech_words, split_speeches)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

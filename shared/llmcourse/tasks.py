@@ -1,8 +1,8 @@
 """Tasks built from the plays, each with exact answers and split by play (chapters 5 and 6).
 
-Genre passages and word-order passages (classification), instruction records (instruction tuning), next-sentence pairs (the
-encoder's pretraining) and word-reversal pairs (sequence to sequence) are all read from the plays of one
-split only, so that train, validation and test never share a play. Every task cuts the plays into
+Genre passages and word-order passages (classification), instruction records (instruction tuning),
+next-sentence pairs (the encoder's pretraining) and word-reversal pairs (sequence to sequence) are all read
+from the plays of one split only, so that train, validation and test never share a play. Every task cuts the plays into
 speeches with `llmcourse.data.speaker_speeches`. The SMS Spam Collection, an optional online extra, is
 the one task not built from the plays.
 """
