@@ -1,98 +1,221 @@
-"""Benchmark: instruction fine-tuning of the course GPT, prompt masked or not, 3 seeds each (chapter 6).
+"""Benchmark: instruction fine-tuning of the course's published GPT on records built from the plays (chapter 6).
 
-Alpaca-style records built from the plays (first word, last word, speaker, genre, word count), split
-by whole plays. Under the course's experiment protocol (`llmcourse.experiment`): the learning rate is
-chosen on the validation plays (seed 0, prompt masked) by `widened_sweep`, which widens the grid until
-the best rate is inside it, and every rate tried is kept in the file; the epoch is chosen by early
-stopping on validation exact match; the same rate serves the unmasked runs. Every run is scored once on
-the test plays, per task type, by exact match of the greedy response, and masked and unmasked are
-compared over the seeds. Writes bench/results/finetune_instruct.json, which notebook 6B plots. Usage:
+Six tasks (`llmcourse.tasks.TASKS`), split by whole plays: five questions over the same line (its second
+word, the word after or before a named word, its word count, the line repeated) and who speaks first or
+second in an exchange. Each answer is spelled as it appears in the prompt (`encode_record`), the prompt is
+masked, and every parameter trains.
 
-    LLMCOURSE_THREADS=1 python bench/finetune_instruct.py      # about 40 minutes on one core
+Under the course's experiment protocol (`llmcourse.experiment`): the learning rate is chosen on the
+validation plays (seed 0) by `widened_sweep`, every rate tried kept; the epoch by early stopping on
+validation exact match; then seeds 0-2, scored once on the test plays per task. Each run is also scored
+after its first HALF epochs (the best weights so far), so the file shows what the second half of the
+training added. Each task is compared with its best trivial baseline (the majority answer, or copying the
+first or last word of the input) over seeds and test plays. The seed-0 model at the chosen rate is saved to
+data/instruct_gpt/ for notebook 6B. Every finished run is kept in runs/finetune_instruct_runs.json, so an
+interrupted benchmark resumes where it stopped. Usage:
+
+    LLMCOURSE_THREADS=1 python bench/finetune_instruct.py --workers 2   # about an hour on two cores
 """
 
+import argparse
 import copy
 import json
 import platform
+import shutil
 import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
-from llmcourse.checkpoint import weights_sha256
-from llmcourse.course import course_model
+from llmcourse.checkpoint import save_checkpoint, weights_sha256
+from llmcourse.course import course_model, published_model
 from llmcourse.data import load_plays
-from llmcourse.experiment import comparison_record, widened_sweep
+from llmcourse.experiment import comparison_over_plays_record, counts_by_play, widened_sweep
 from llmcourse.finetune import fit
-from llmcourse.instruct import encode_record, exact_match_by_task, instruction_batches, respond
-from llmcourse.tasks import instruction_records
+from llmcourse.instruct import encode_record, exact_match, exact_match_by_task, instruction_batches, respond
+from llmcourse.runtime import REPO_ROOT, set_seed
+from llmcourse.tasks import TASKS, instruction_records
 
-RESULTS = Path(__file__).resolve().parent / "results" / "finetune_instruct.json"
-PER_TASK = {"train": 600, "val": 20, "test": 50}  # records per task type in each split
+RESULTS = REPO_ROOT / "bench" / "results" / "finetune_instruct.json"
+RUNS = REPO_ROOT / "runs" / "finetune_instruct_runs.json"
+SAVED = REPO_ROOT / "runs" / "finetune_instruct_models"
+MODEL_DIR = REPO_ROOT / "data" / "instruct_gpt"
+PER_TASK = {"train": 1600, "val": 40, "test": 100}  # records per task in each split
 SEEDS = (0, 1, 2)
-EPOCHS = 8
+EPOCHS = 12
+HALF = 6  # each run is also scored after its first HALF epochs: what the second half of the training added
 BATCH_SIZE = 16
-LRS = (3e-4, 1e-3, 3e-3)  # the sweep's first grid, widened by factors of 3
+LRS = (5e-4, 1e-3, 2e-3)  # the sweep's first grid, widened by factors of 2
+MAIN = "published GPT"
+CONFIGS = {MAIN: {"base": "published", "as_in_prompt": True}}
 
 
-def scores(model, tokenizer, records: list[dict]) -> dict[str, float]:
-    """Exact match per task type of the model's greedy responses."""
-    return exact_match_by_task(records, [respond(model, tokenizer, r) for r in records])
+def records() -> dict[str, list[dict]]:
+    plays = load_plays()
+    return {split: instruction_records(plays, split, n, seed=0) for split, n in PER_TASK.items()}
 
 
-def run(pretrained, tokenizer, records: dict, mask_prompt: bool, lr: float, seed: int) -> dict:
-    """Fine-tune a copy of the pretrained model on the training records; score it on validation and test."""
-    model = copy.deepcopy(pretrained)
-    pairs = [encode_record(r, tokenizer) for r in records["train"]]
+def base_model(name: str):
+    return published_model("cpu")[:2] if name == "published" else course_model(device="cpu")
+
+
+def responses(model, tokenizer, split_records: list[dict]) -> list[str]:
+    return [respond(model, tokenizer, r) for r in split_records]
+
+
+def scored(model, tokenizer, data: dict[str, list[dict]]) -> dict:
+    """Exact match on validation and test, and the test's right answers per task and play."""
+    test_responses = responses(model, tokenizer, data["test"])
+    by_task = {task: counts_by_play([r["play"] for r in data["test"] if r["task"] == task],
+                                    [exact_match(resp, r["output"]) for r, resp in zip(data["test"], test_responses)
+                                     if r["task"] == task]) for task in TASKS}
+    return {"val": exact_match_by_task(data["val"], responses(model, tokenizer, data["val"])),
+            "test": exact_match_by_task(data["test"], test_responses), "test_by_task_and_play": by_task}
+
+
+def run(config: str, lr: float, seed: int) -> dict:
+    """Fine-tune a copy of the configuration's base model; score it on validation and test; save its weights.
+
+    After HALF epochs the best weights so far are scored too (`half`), from the same run.
+    """
+    torch.set_num_threads(1)
+    settings = CONFIGS[config]
+    model, tokenizer = base_model(settings["base"])
+    data = records()
+    pairs = [encode_record(r, tokenizer, settings["as_in_prompt"]) for r in data["train"]]
+    best, half = {"score": -1.0, "state": None}, {}
+
+    def after_epoch() -> float:
+        score = exact_match_by_task(data["val"], responses(model, tokenizer, data["val"]))["all"]
+        if score > best["score"]:
+            best.update(score=score, state=copy.deepcopy(model.state_dict()), epoch=len(history_scores) + 1)
+        history_scores.append(score)
+        if len(history_scores) == HALF:
+            snapshot = copy.deepcopy(model)
+            snapshot.load_state_dict(best["state"])
+            half.update(epochs=HALF, best_epoch=best["epoch"], **scored(snapshot.eval(), tokenizer, data))
+        return score
+
+    history_scores = []
+    set_seed(seed)
     started, started_cpu = time.perf_counter(), time.process_time()
-    history = fit(model, lambda epoch: instruction_batches(pairs, BATCH_SIZE, tokenizer.eot_id, mask_prompt,
-                                                           seed * 1000 + epoch),
-                  EPOCHS, lr, weight_decay=0.0,
-                  after_epoch=lambda: scores(model, tokenizer, records["val"])["all"])
+    history = fit(model, lambda epoch: instruction_batches(pairs, BATCH_SIZE, tokenizer.eot_id, True,
+                                                           seed * 1000 + epoch), EPOCHS, lr, after_epoch=after_epoch)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
-    return {"mask_prompt": mask_prompt, "lr": lr, "seed": seed, "best_epoch": history.best_epoch,
-            "epoch_val_exact_match": history.epoch_scores, "train_loss": history.train_loss,
-            "val": scores(model, tokenizer, records["val"]), "test": scores(model, tokenizer, records["test"]),
-            "seconds": seconds, "cpu_seconds": cpu_seconds}
+    folder = SAVED / f"{config.replace(' ', '_').replace(',', '')}_lr{lr:g}_seed{seed}"
+    save_checkpoint(folder, model, tokenizer=tokenizer)
+    return {"config": config, "lr": lr, "seed": seed, "best_epoch": history.best_epoch,
+            "epoch_val_exact_match": history.epoch_scores, "train_loss": [round(x, 4) for x in history.train_loss],
+            **scored(model, tokenizer, data), "half": half, "seconds": round(seconds, 1),
+            "cpu_seconds": round(cpu_seconds, 1), "weights_sha256": weights_sha256(model),
+            "saved": str(folder.relative_to(REPO_ROOT))}
+
+
+def by_play(scores: dict, task: str) -> dict[str, list[int]]:
+    """Right answers per test play for one task, or for every task ("all")."""
+    if task != "all":
+        return scores["test_by_task_and_play"][task]
+    total: dict[str, list[int]] = {}
+    for counts in scores["test_by_task_and_play"].values():
+        for play, (right, seen) in counts.items():
+            total[play] = [total.get(play, [0, 0])[0] + right, total.get(play, [0, 0])[1] + seen]
+    return total
+
+
+def key(config: str, lr: float, seed: int) -> str:
+    return f"{config} | lr {lr:g} | seed {seed}"
+
+
+class Runs:
+    """Finished runs, kept in RUNS after each one, so that a restarted benchmark skips them."""
+
+    def __init__(self, workers: int):
+        self.done = json.loads(RUNS.read_text()) if RUNS.exists() else {}
+        self.pool = ProcessPoolExecutor(workers)
+
+    def get(self, jobs: list[tuple[str, float, int]]) -> list[dict]:
+        futures = {key(*job): self.pool.submit(run, *job) for job in jobs if key(*job) not in self.done}
+        for name, future in futures.items():
+            self.done[name] = future.result()
+            RUNS.parent.mkdir(exist_ok=True)
+            RUNS.write_text(json.dumps(self.done, indent=1))
+            result = self.done[name]
+            print(f"{name}: val {result['val']['all']:.3f} test {result['test']['all']:.3f} "
+                  f"(epoch {result['best_epoch']}, {result['cpu_seconds']:.0f} CPU s)", flush=True)
+        return [self.done[key(*job)] for job in jobs]
+
+
+def baselines(data: dict[str, list[dict]]) -> dict[str, dict]:
+    """The trivial answers per task: the majority answer of the training records, the input's first or last word."""
+    words = {"first word of the input": lambda r: r["input"].split()[0].strip(".,;:!?-"),
+             "last word of the input": lambda r: r["input"].split()[-1].strip(".,;:!?-")}
+    majority = {task: Counter(r["output"] for r in data["train"] if r["task"] == task).most_common(1)[0][0]
+                for task in TASKS}
+    rules = {"majority answer": lambda r: majority[r["task"]], **words}
+    found = {}
+    for name, rule in rules.items():
+        test = data["test"]
+        found[name] = {"test": exact_match_by_task(test, [rule(r) for r in test]),
+                       "test_by_task_and_play": {task: counts_by_play(
+                           [r["play"] for r in test if r["task"] == task],
+                           [exact_match(rule(r), r["output"]) for r in test if r["task"] == task]) for task in TASKS}}
+    found["majority answer"]["answers"] = majority
+    return found
 
 
 def main() -> None:
-    pretrained, tokenizer = course_model(device="cpu")
-    plays = load_plays()
-    records = {split: instruction_records(plays, split, n, seed=0) for split, n in PER_TASK.items()}
-    before = {split: scores(pretrained, tokenizer, records[split]) for split in ("val", "test")}
-    print("before fine-tuning, test:", {k: round(v, 3) for k, v in before["test"].items()}, flush=True)
-    trials = {}
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=1, help="runs at once, one thread each")
+    args = parser.parse_args()
+    runs = Runs(args.workers)
+    # The first grid at once, with the middle rate's other seeds: they are used if that rate is chosen.
+    runs.get([(MAIN, LRS[1], SEEDS[0]), (MAIN, LRS[2], SEEDS[0]), (MAIN, LRS[1], SEEDS[1]), (MAIN, LRS[0], SEEDS[0]),
+              (MAIN, LRS[1], SEEDS[2])])
 
     def score(lr: float) -> float:
-        trials[lr] = run(pretrained, tokenizer, records, True, lr, SEEDS[0])
-        print(f"  lr {lr:.1e}: val exact match {trials[lr]['val']['all']:.3f} (epoch {trials[lr]['best_epoch']})",
-              flush=True)
-        return trials[lr]["val"]["all"]
+        return runs.get([(MAIN, lr, SEEDS[0])])[0]["val"]["all"]
 
-    sweep = widened_sweep(score, LRS, factor=3.0)
-    first = trials[sweep.chosen]
-    runs = []
-    for mask_prompt in (True, False):
-        for seed in SEEDS:
-            result = first if mask_prompt and seed == SEEDS[0] else run(pretrained, tokenizer, records, mask_prompt,
-                                                                       first["lr"], seed)
-            runs.append(result)
-            print(f"mask_prompt={mask_prompt} seed {seed}: test", {k: round(v, 3) for k, v in result["test"].items()},
-                  f"(epoch {result['best_epoch']}, {result['cpu_seconds']:.0f} CPU s)", flush=True)
-    tasks = list(first["test"])
-    comparisons = [{"metric": f"test exact match, {task}", **comparison_record(
-        "prompt masked", [r["test"][task] for r in runs if r["mask_prompt"]],
-        "prompt not masked", [r["test"][task] for r in runs if not r["mask_prompt"]])} for task in tasks]
-    RESULTS.parent.mkdir(exist_ok=True)
+    sweep = widened_sweep(score, LRS, factor=2.0)
+    lr = sweep.chosen
+    chosen = {config: runs.get([(config, lr, seed) for seed in SEEDS]) for config in CONFIGS}
+    data = records()
+    trivial = baselines(data)
+    comparisons = []
+    for task in (*TASKS, "all"):
+        best = max(trivial, key=lambda name: trivial[name]["test"][task])
+        comparisons.append({"metric": f"test exact match, {task}", **comparison_over_plays_record(
+            f"{MAIN}, {EPOCHS} epochs", [by_play(r, task) for r in chosen[MAIN]],
+            f"{best} (best trivial baseline)", [by_play(trivial[best], task)] * len(SEEDS))})
+    for task in (*TASKS, "all"):
+        comparisons.append({"metric": f"test exact match, {task}", **comparison_over_plays_record(
+            f"{MAIN}, {EPOCHS} epochs", [by_play(r, task) for r in chosen[MAIN]],
+            f"{MAIN}, its first {HALF} epochs", [by_play(r["half"], task) for r in chosen[MAIN]])})
+    saved = REPO_ROOT / chosen[MAIN][0]["saved"]
+    if MODEL_DIR.exists():
+        shutil.rmtree(MODEL_DIR)
+    shutil.copytree(saved, MODEL_DIR)
+    pretrained = {name: base_model(name)[0] for name in ("published", "course")}
+    tokenizer = course_model(device="cpu")[1]
+    before = {name: exact_match_by_task(data["test"], responses(model, tokenizer, data["test"]))
+              for name, model in pretrained.items()}
     RESULTS.write_text(json.dumps({
-        "course_model_sha256": weights_sha256(pretrained),  # which pretrained model these runs started from
         "about": "bench/finetune_instruct.py: instruction fine-tuning on records built from the plays",
-        "per_task": PER_TASK, "seeds": list(SEEDS), "epochs": EPOCHS, "batch_size": BATCH_SIZE,
-        "lr_grid": sorted(trials), "chosen_lr": first["lr"], "choices": [sweep.record("learning rate")],
-        "comparisons": comparisons, "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(), "before": before, "runs": runs,
-        "sweep_runs": [trial for lr, trial in trials.items() if lr != first["lr"]]}, indent=1))
+        "published_model_sha256": weights_sha256(pretrained["published"]),
+        "course_model_sha256": weights_sha256(pretrained["course"]),
+        "per_task": PER_TASK, "seeds": list(SEEDS), "epochs": EPOCHS, "half_epochs": HALF, "batch_size": BATCH_SIZE,
+        "chosen_lr": lr,
+        "configs": CONFIGS, "main": MAIN, "choices": [sweep.record(f"learning rate, {MAIN}")],
+        "comparisons": comparisons, "threads": 1, "workers": args.workers,
+        "machine": platform.processor() or platform.machine(), "before": before,
+        "baselines": {name: {k: v for k, v in b.items() if k != "test_by_task_and_play"}
+                      for name, b in trivial.items()},
+        "saved_model": {"directory": str(MODEL_DIR.relative_to(REPO_ROOT)), "run": key(MAIN, lr, SEEDS[0]),
+                        "weights_sha256": chosen[MAIN][0]["weights_sha256"]},
+        "runs": [r for config in CONFIGS for r in chosen[config]],
+        "sweep_runs": [runs.done[key(MAIN, value, SEEDS[0])] for value in sorted(sweep.scores) if value != lr]},
+        indent=1))
     print("wrote", RESULTS)
 
 

@@ -63,6 +63,18 @@ def test_prompt_template_and_encoding(small_bpe):
     assert response[-1] == small_bpe.eot_id and small_bpe.decode(response[:-1]) == "Now"
 
 
+def test_the_answer_is_spelled_as_in_the_prompt(small_bpe):
+    record = {"instruction": "Which word comes after the?", "input": "Now is the winter", "output": "winter"}
+    prompt, response = encode_record(record, small_bpe)
+    spaced = small_bpe.encode(" winter", allowed_special="none")
+    assert response[:-1] == spaced and any(prompt[i:i + len(spaced)] == spaced for i in range(len(prompt)))
+    assert small_bpe.decode(encode_record(record, small_bpe, as_in_prompt=False)[1][:-1]) == "winter"
+    at_start = {**record, "output": "Now"}  # a line's first word follows a newline: no space before it
+    assert small_bpe.decode(encode_record(at_start, small_bpe)[1][:-1]) == "Now"
+    absent = {**record, "output": "4"}  # an answer that is not in the prompt is written as it is
+    assert small_bpe.decode(encode_record(absent, small_bpe)[1][:-1]) == "4"
+
+
 def test_exact_match_by_task_and_respond(small_bpe):
     records = [{"task": "a", "output": "x"}, {"task": "a", "output": "y"}, {"task": "b", "output": "z"}]
     assert exact_match_by_task(records, [" x ", "x", "z"]) == {"a": 0.5, "b": 1.0, "all": 2 / 3}

@@ -50,3 +50,12 @@ def test_every_comparison_follows_from_its_scores(name, record):
                                                 f"not {record['verdict']!r}"
     assert record["claim"] in (None, result.verdict), \
         f"{name}: the course claims {record['claim']!r} for {record['a']} vs {record['b']}, but it is {result}"
+
+
+def test_the_instruction_tuned_model_is_the_benchmarks():
+    from llmcourse.checkpoint import load_checkpoint, weights_sha256
+
+    results = json.loads((RESULTS / "finetune_instruct.json").read_text())
+    saved = results["saved_model"]
+    model = load_checkpoint(REPO_ROOT / saved["directory"], "cpu").model
+    assert weights_sha256(model) == saved["weights_sha256"], f"{saved['directory']} is not the run {saved['run']}"

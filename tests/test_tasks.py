@@ -3,6 +3,7 @@ built from the plays of one split, and the SMS spam parser."""
 
 import hashlib
 import zipfile
+from collections import Counter
 
 import pytest
 import torch
@@ -55,17 +56,26 @@ def test_instruction_records_have_exact_answers(plays):
     val_plays = {p.play for p in plays if p.split == "val"}
     assert all(r["play"] in val_plays for r in records)
     for r in records:
-        words = r["input"].split()
-        if r["task"] == "first word":
-            assert words[0].strip(".,;:!?-") == r["output"]
+        words = [w.strip(".,;:!?-") for w in r["input"].split()]
+        named = r["instruction"].removesuffix("?").split()[-1]
+        if r["task"] == "second word":
+            assert words[1] == r["output"]
+        elif r["task"] == "word after":
+            assert words.count(named) == 1 and words[words.index(named) + 1] == r["output"]
+            assert 1 <= words.index(named) <= len(words) - 3  # the answer is neither the first nor the last word
+        elif r["task"] == "word before":
+            assert words.count(named) == 1 and words[words.index(named) - 1] == r["output"]
+            assert words.index(named) >= 2
         elif r["task"] == "word count":
             assert int(r["output"]) == len(words)
+        elif r["task"] == "repeat":
+            assert r["output"] == r["input"]
         elif r["task"] == "speaker":
             lines = r["input"].split("\n")
             names = [lines[0].removesuffix(":"), lines[2].removesuffix(":")]
             assert r["output"] == names[0 if "first" in r["instruction"] else 1]
-        elif r["task"] == "genre":
-            assert r["output"] in GENRE_CLASSES
+    line_inputs = Counter(r["input"] for r in records if r["task"] != "speaker")
+    assert all(count % 5 == 0 for count in line_inputs.values())  # every line is asked all five questions
     assert records == instruction_records(plays, "val", per_task=20, seed=3)
 
 

@@ -1,5 +1,6 @@
-"""Instruction tuning (chapter 6): Alpaca-style records, the prompt template, collate with the prompt's
-targets masked (-100), batches, the model's response and exact-match scoring."""
+"""Instruction tuning (chapter 6): Alpaca-style records, the prompt template, answers spelled as in the
+prompt, collate with the prompt's targets masked (-100), batches, the model's response and exact-match
+scoring."""
 
 import json
 from collections.abc import Sequence
@@ -55,10 +56,23 @@ def format_prompt(record: dict) -> str:
     return prompt + "### Response:\n"
 
 
-def encode_record(record: dict, tokenizer: BPETokenizer) -> tuple[list[int], list[int]]:
-    """Token ids of the prompt and of the response; the response ends with the end-of-text token."""
-    return (tokenizer.encode(format_prompt(record), allowed_special="none"),
-            tokenizer.encode(record["output"], allowed_special="none") + [tokenizer.eot_id])
+def _occurs_in(ids: list[int], part: list[int]) -> bool:
+    return any(ids[i:i + len(part)] == part for i in range(len(ids) - len(part) + 1))
+
+
+def encode_record(record: dict, tokenizer: BPETokenizer, as_in_prompt: bool = True) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt and of the response; the response ends with the end-of-text token.
+
+    A word inside a line carries the space before it, so " thrive" and "thrive" are different tokens.
+    With `as_in_prompt` the response is spelled as the answer appears in the prompt: " " + output when
+    those tokens occur there, else output alone, so the answer can be copied token for token.
+    """
+    prompt = tokenizer.encode(format_prompt(record), allowed_special="none")
+    response = tokenizer.encode(record["output"], allowed_special="none")
+    spaced = tokenizer.encode(" " + record["output"], allowed_special="none")
+    if as_in_prompt and _occurs_in(prompt, spaced):
+        response = spaced
+    return prompt, response + [tokenizer.eot_id]
 
 
 def collate_instructions(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, mask_prompt: bool = True,
@@ -95,7 +109,7 @@ def instruction_batches(pairs: Sequence[tuple[list[int], list[int]]], batch_size
             for start in range(0, len(order), batch_size)]
 
 
-def respond(model: GPTModel, tokenizer: BPETokenizer, record: dict, max_new_tokens: int = 12) -> str:
+def respond(model: GPTModel, tokenizer: BPETokenizer, record: dict, max_new_tokens: int = 32) -> str:
     """The model's greedy response to a record's prompt, up to the end-of-text token, stripped of spaces.
 
     The prompt and the response must fit in the model's context together, or the instruction would be cropped.

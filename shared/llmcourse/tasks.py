@@ -164,7 +164,7 @@ def _shuffled(words: list[str], rng: random.Random) -> list[str]:
 
 # --- instruction records built from the plays ------------------------------------------------------
 
-TASKS = ("first word", "last word", "speaker", "genre", "word count")
+TASKS = ("second word", "word after", "word before", "word count", "repeat", "speaker")
 
 
 def _words(line: str) -> list[str]:
@@ -176,11 +176,36 @@ def _record(task: str, instruction: str, text: str, output: str, play: Play) -> 
     return {"instruction": instruction, "input": text, "output": output, "task": task, "play": play.play}
 
 
+def _line_records(play: Play, line: str, rng: random.Random) -> list[dict]:
+    """Five records over the same line, so the line alone cannot tell which answer is wanted.
+
+    No one-word answer is the line's first or last word, and the word named in "word after" / "word
+    before" occurs once in the line: every answer is exact and must be looked up, not copied from an end.
+    """
+    words = _words(line)
+    unique = [i for i, w in enumerate(words) if words.count(w) == 1]
+    after = rng.choice([i for i in unique if 1 <= i <= len(words) - 3])  # the answer is words[after + 1]
+    before = rng.choice([i for i in unique if 2 <= i <= len(words) - 1])  # the answer is words[before - 1]
+    return [_record("second word", "Give the second word of the line.", line, words[1], play),
+            _record("word after", f"Which word comes after {words[after]}?", line, words[after + 1], play),
+            _record("word before", f"Which word comes before {words[before]}?", line, words[before - 1], play),
+            _record("word count", "How many words are in the line?", line, str(len(words)), play),
+            _record("repeat", "Repeat the line.", line, line, play)]
+
+
+def _has_named_words(line: str) -> bool:
+    words = _words(line)
+    unique = [i for i, w in enumerate(words) if words.count(w) == 1]
+    return any(1 <= i <= len(words) - 3 for i in unique) and any(2 <= i <= len(words) - 1 for i in unique)
+
+
 def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: int = 0) -> list[dict]:
     """`per_task` Alpaca-style records of each task in TASKS from the plays of `split`, shuffled.
 
-    Every answer is exact: a word of the input, a speaker's name, a class name or a number. Lines
-    have 4 to 10 words; genre passages are the first 20 words of a speech.
+    Every answer is exact: a word of the input, the line itself, a speaker's name or a number. The five
+    line tasks ask about the same lines (lines of 4 to 10 words); "speaker" asks who speaks first and who
+    speaks second in the same exchange of two short speeches. Several instructions over one input: the
+    model must read the instruction to know the answer.
     """
     rng = random.Random(seed)
     chosen = [p for p in plays if p.split == split]
@@ -188,27 +213,18 @@ def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: 
         raise ValueError(f"no plays in split {split!r}")
     speeches = [(play, speaker, lines) for play in chosen for speaker, lines in speaker_speeches(play)]
     lines = [(play, line) for play, _, speech in speeches for line in speech
-             if 4 <= len(line.split()) <= 10 and len(_words(line)) == len(line.split())]
+             if 4 <= len(line.split()) <= 10 and len(_words(line)) == len(line.split()) and _has_named_words(line)]
     exchanges = [(play, first, one[0], second, two[0])  # consecutive speeches by two speakers, a short line each
                  for (play, first, one), (next_play, second, two) in zip(speeches, speeches[1:])
                  if play is next_play and first != second and len(one[0].split()) <= 10 and len(two[0].split()) <= 10]
-    long_speeches = [(play, " ".join(" ".join(speech).split()[:20])) for play, _, speech in speeches
-                     if len(" ".join(speech).split()) >= 20]
     records = []
-    for _ in range(per_task):
-        play, line = rng.choice(lines)
-        records.append(_record("first word", "Give the first word of the line.", line, _words(line)[0], play))
-        play, line = rng.choice(lines)
-        records.append(_record("last word", "Give the last word of the line.", line, _words(line)[-1], play))
-        play, line = rng.choice(lines)
-        records.append(_record("word count", "How many words are in the line?", line, str(len(_words(line))), play))
-        play, first, one, second, two = rng.choice(exchanges)
-        which = rng.choice(["first", "second"])
+    for k in range(per_task):
+        records += _line_records(*rng.choice(lines), rng)
+        if k % 2 == 0:
+            play, first, one, second, two = rng.choice(exchanges)
+        which = "first" if k % 2 == 0 else "second"
         records.append(_record("speaker", f"Who speaks {which}?", f"{first}:\n{one}\n{second}:\n{two}",
                                first if which == "first" else second, play))
-        play, passage = rng.choice(long_speeches)
-        records.append(_record("genre", "Is this from a comedy, a history or a tragedy?", passage,
-                               GENRE_CLASSES[genre_label(play.genre)], play))
     rng.shuffle(records)
     return records
 
