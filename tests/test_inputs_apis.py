@@ -98,7 +98,7 @@ def test_respond_refuses_a_prompt_that_would_lose_its_instruction_to_cropping():
     record = {"instruction": "Give the first word of the line.", "input": "to be or not to be " * 4, "output": ""}
     with pytest.raises(ValueError, match="the prompt has \\d+ tokens; with max_new_tokens=12 it does not fit in "
                                          "context_length=32: shorten the input"):
-        respond(model, tokenizer, record)
+        respond(model, tokenizer, record, max_new_tokens=12)
 
 
 # --- small APIs -------------------------------------------------------------------------------------------
