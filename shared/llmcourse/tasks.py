@@ -183,9 +183,8 @@ def _line_records(play: Play, line: str, rng: random.Random) -> list[dict]:
     before" occurs once in the line: every answer is exact and must be looked up, not copied from an end.
     """
     words = _words(line)
-    unique = [i for i, w in enumerate(words) if words.count(w) == 1]
-    after = rng.choice([i for i in unique if 1 <= i <= len(words) - 3])  # the answer is words[after + 1]
-    before = rng.choice([i for i in unique if 2 <= i <= len(words) - 1])  # the answer is words[before - 1]
+    after_at, before_at = _named_word_positions(words)
+    after, before = rng.choice(after_at), rng.choice(before_at)
     return [_record("second word", "Give the second word of the line.", line, words[1], play),
             _record("word after", f"Which word comes after {words[after]}?", line, words[after + 1], play),
             _record("word before", f"Which word comes before {words[before]}?", line, words[before - 1], play),
@@ -193,10 +192,11 @@ def _line_records(play: Play, line: str, rng: random.Random) -> list[dict]:
             _record("repeat", "Repeat the line.", line, line, play)]
 
 
-def _has_named_words(line: str) -> bool:
-    words = _words(line)
+def _named_word_positions(words: list[str]) -> tuple[list[int], list[int]]:
+    """Where a word occurring once can be named: for "word after" (the answer, at i + 1, is neither the first
+    nor the last word) and for "word before" (the answer, at i - 1, is not the first word)."""
     unique = [i for i, w in enumerate(words) if words.count(w) == 1]
-    return any(1 <= i <= len(words) - 3 for i in unique) and any(2 <= i <= len(words) - 1 for i in unique)
+    return [i for i in unique if 1 <= i <= len(words) - 3], [i for i in unique if 2 <= i <= len(words) - 1]
 
 
 def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: int = 0) -> list[dict]:
@@ -213,7 +213,8 @@ def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: 
         raise ValueError(f"no plays in split {split!r}")
     speeches = [(play, speaker, lines) for play in chosen for speaker, lines in speaker_speeches(play)]
     lines = [(play, line) for play, _, speech in speeches for line in speech
-             if 4 <= len(line.split()) <= 10 and len(_words(line)) == len(line.split()) and _has_named_words(line)]
+             if 4 <= len(line.split()) <= 10 and len(_words(line)) == len(line.split())
+             and all(_named_word_positions(_words(line)))]
     exchanges = [(play, first, one[0], second, two[0])  # consecutive speeches by two speakers, a short line each
                  for (play, first, one), (next_play, second, two) in zip(speeches, speeches[1:])
                  if play is next_play and first != second and len(one[0].split()) <= 10 and len(two[0].split()) <= 10]
