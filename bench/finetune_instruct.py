@@ -10,11 +10,19 @@ validation plays (seed 0) by `widened_sweep`, every rate tried kept; the epoch b
 validation exact match; then seeds 0-2, scored once on the test plays per task. Each run is also scored
 after its first HALF epochs (the best weights so far), so the file shows what the second half of the
 training added. Each task is compared with its best trivial baseline (the majority answer, or copying the
-first or last word of the input) over seeds and test plays. The seed-0 model at the chosen rate is saved to
-data/instruct_gpt/ for notebook 6B. Every finished run is kept in runs/finetune_instruct_runs.json, so an
-interrupted benchmark resumes where it stopped. Usage:
+first or last word of the input) over seeds and test plays. Two ablations get their own learning rate,
+chosen the same way, and the same number of updates: the answers tokenized alone ("bare answers"), and the
+3-minute course GPT as the base (with --ablations; the committed results file has the main configuration
+only). The main configuration's seed-0 model is saved to data/instruct_gpt/ for notebook 6B. Every finished
+run is kept in runs/finetune_instruct_runs.json (or --runs), so an interrupted benchmark resumes where it
+stopped. Usage:
 
-    LLMCOURSE_THREADS=1 python bench/finetune_instruct.py --workers 2   # about an hour on two cores
+    python bench/finetune_instruct.py --workers 2     # one CPU thread a run, a quarter of an hour each: an hour
+    python bench/finetune_instruct.py --workers 2 --ablations                     # 15 runs: about two hours
+
+With LLMCOURSE_DEVICE=cuda each run trains on the GPU. Processes on one GPU take turns on it, and this model's
+steps are too small to fill it: 17 workers on one H200 did not finish a single run (3,200 records per task) in
+8 minutes. Time one run there before choosing the number of workers.
 """
 
 import argparse
@@ -35,7 +43,7 @@ from llmcourse.data import load_plays
 from llmcourse.experiment import comparison_over_plays_record, counts_by_play, widened_sweep
 from llmcourse.finetune import fit
 from llmcourse.instruct import encode_record, exact_match, exact_match_by_task, instruction_batches, respond
-from llmcourse.runtime import REPO_ROOT, set_seed
+from llmcourse.runtime import REPO_ROOT, get_device, set_seed
 from llmcourse.tasks import TASKS, instruction_records
 
 RESULTS = REPO_ROOT / "bench" / "results" / "finetune_instruct.json"
@@ -49,7 +57,9 @@ HALF = 6  # each run is also scored after its first HALF epochs: what the second
 BATCH_SIZE = 16
 LRS = (5e-4, 1e-3, 2e-3)  # the sweep's first grid, widened by factors of 2
 MAIN = "published GPT"
-CONFIGS = {MAIN: {"base": "published", "as_in_prompt": True}}
+CONFIGS = {MAIN: {"base": "published", "as_in_prompt": True},
+           "published GPT, bare answers": {"base": "published", "as_in_prompt": False},
+           "course GPT": {"base": "course", "as_in_prompt": True}}
 
 
 def records() -> dict[str, list[dict]]:
@@ -57,8 +67,8 @@ def records() -> dict[str, list[dict]]:
     return {split: instruction_records(plays, split, n, seed=0) for split, n in PER_TASK.items()}
 
 
-def base_model(name: str):
-    return published_model("cpu")[:2] if name == "published" else course_model(device="cpu")
+def base_model(name: str, device: torch.device | str = "cpu"):
+    return published_model(device)[:2] if name == "published" else course_model(device=device)
 
 
 def responses(model, tokenizer, split_records: list[dict]) -> list[str]:
@@ -81,8 +91,9 @@ def run(config: str, lr: float, seed: int) -> dict:
     After HALF epochs the best weights so far are scored too (`half`), from the same run.
     """
     torch.set_num_threads(1)
+    device = get_device()  # $LLMCOURSE_DEVICE (cuda, say); each run records where it ran
     settings = CONFIGS[config]
-    model, tokenizer = base_model(settings["base"])
+    model, tokenizer = base_model(settings["base"], device)
     data = records()
     pairs = [encode_record(r, tokenizer, settings["as_in_prompt"]) for r in data["train"]]
     best, half = {"score": -1.0, "state": None}, {}
@@ -101,12 +112,13 @@ def run(config: str, lr: float, seed: int) -> dict:
     history_scores = []
     set_seed(seed)
     started, started_cpu = time.perf_counter(), time.process_time()
-    history = fit(model, lambda epoch: instruction_batches(pairs, BATCH_SIZE, tokenizer.eot_id, True,
-                                                           seed * 1000 + epoch), EPOCHS, lr, after_epoch=after_epoch)
+    history = fit(model, lambda epoch: [(x.to(device), y.to(device)) for x, y in instruction_batches(
+        pairs, BATCH_SIZE, tokenizer.eot_id, True, seed * 1000 + epoch)], EPOCHS, lr, after_epoch=after_epoch)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
     folder = SAVED / f"{config.replace(' ', '_').replace(',', '')}_lr{lr:g}_seed{seed}"
+    model = model.cpu()
     save_checkpoint(folder, model, tokenizer=tokenizer)
-    return {"config": config, "lr": lr, "seed": seed, "best_epoch": history.best_epoch,
+    return {"config": config, "lr": lr, "seed": seed, "device": str(device), "best_epoch": history.best_epoch,
             "epoch_val_exact_match": history.epoch_scores, "train_loss": [round(x, 4) for x in history.train_loss],
             **scored(model, tokenizer, data), "half": half, "seconds": round(seconds, 1),
             "cpu_seconds": round(cpu_seconds, 1), "weights_sha256": weights_sha256(model),
@@ -131,16 +143,17 @@ def key(config: str, lr: float, seed: int) -> str:
 class Runs:
     """Finished runs, kept in RUNS after each one, so that a restarted benchmark skips them."""
 
-    def __init__(self, workers: int):
-        self.done = json.loads(RUNS.read_text()) if RUNS.exists() else {}
+    def __init__(self, workers: int, path: Path):
+        self.path = path
+        self.done = json.loads(path.read_text()) if path.exists() else {}
         self.pool = ProcessPoolExecutor(workers)
 
     def get(self, jobs: list[tuple[str, float, int]]) -> list[dict]:
         futures = {key(*job): self.pool.submit(run, *job) for job in jobs if key(*job) not in self.done}
         for name, future in futures.items():
             self.done[name] = future.result()
-            RUNS.parent.mkdir(exist_ok=True)
-            RUNS.write_text(json.dumps(self.done, indent=1))
+            self.path.parent.mkdir(exist_ok=True)
+            self.path.write_text(json.dumps(self.done, indent=1))
             result = self.done[name]
             print(f"{name}: val {result['val']['all']:.3f} test {result['test']['all']:.3f} "
                   f"(epoch {result['best_epoch']}, {result['cpu_seconds']:.0f} CPU s)", flush=True)
@@ -165,33 +178,45 @@ def baselines(data: dict[str, list[dict]]) -> dict[str, dict]:
     return found
 
 
+def compared(name: str, runs: list[dict], other: str, other_runs: list[dict]) -> list[dict]:
+    """Per task and overall, test exact match of two sets of runs, over seeds and test plays."""
+    return [{"metric": f"test exact match, {task}", **comparison_over_plays_record(
+        name, [by_play(r, task) for r in runs], other, [by_play(r, task) for r in other_runs])}
+        for task in (*TASKS, "all")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=1, help="runs at once, one thread each")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="the file of finished runs")
+    parser.add_argument("--ablations", action="store_true", help="also bare answers and the course GPT as base")
     args = parser.parse_args()
-    runs = Runs(args.workers)
-    # The first grid at once, with the middle rate's other seeds: they are used if that rate is chosen.
-    runs.get([(MAIN, LRS[1], SEEDS[0]), (MAIN, LRS[2], SEEDS[0]), (MAIN, LRS[1], SEEDS[1]), (MAIN, LRS[0], SEEDS[0]),
-              (MAIN, LRS[1], SEEDS[2])])
-
-    def score(lr: float) -> float:
-        return runs.get([(MAIN, lr, SEEDS[0])])[0]["val"]["all"]
-
-    sweep = widened_sweep(score, LRS, factor=2.0)
-    lr = sweep.chosen
-    chosen = {config: runs.get([(config, lr, seed) for seed in SEEDS]) for config in CONFIGS}
+    configs = list(CONFIGS) if args.ablations else [MAIN]
+    runs = Runs(args.workers, args.runs)
+    # The first round at once: the first grid at seed 0, and the middle rate's other seeds (used if it is chosen).
+    runs.get([(config, lr, SEEDS[0]) for config in configs for lr in LRS]
+             + [(config, LRS[1], seed) for config in configs for seed in SEEDS[1:]])
+    sweeps = {}
+    for config in configs:
+        sweeps[config] = widened_sweep(lambda lr, c=config: runs.get([(c, lr, SEEDS[0])])[0]["val"]["all"],
+                                       LRS, factor=2.0)
+    chosen_runs = runs.get([(config, sweeps[config].chosen, seed) for config in configs for seed in SEEDS])
+    chosen = {config: [r for r in chosen_runs if r["config"] == config] for config in configs}
     data = records()
     trivial = baselines(data)
     comparisons = []
+    main_name = f"{MAIN}, {EPOCHS} epochs"
     for task in (*TASKS, "all"):
         best = max(trivial, key=lambda name: trivial[name]["test"][task])
         comparisons.append({"metric": f"test exact match, {task}", **comparison_over_plays_record(
-            f"{MAIN}, {EPOCHS} epochs", [by_play(r, task) for r in chosen[MAIN]],
+            main_name, [by_play(r, task) for r in chosen[MAIN]],
             f"{best} (best trivial baseline)", [by_play(trivial[best], task)] * len(SEEDS))})
-    for task in (*TASKS, "all"):
-        comparisons.append({"metric": f"test exact match, {task}", **comparison_over_plays_record(
-            f"{MAIN}, {EPOCHS} epochs", [by_play(r, task) for r in chosen[MAIN]],
-            f"{MAIN}, its first {HALF} epochs", [by_play(r["half"], task) for r in chosen[MAIN]])})
+    comparisons += compared(main_name, chosen[MAIN], f"{MAIN}, its first {HALF} epochs",
+                            [r["half"] for r in chosen[MAIN]])
+    for config in configs:
+        if config != MAIN:
+            comparisons += compared(main_name, chosen[MAIN], f"{config}, {EPOCHS} epochs", chosen[config])
+    lr = sweeps[MAIN].chosen
     saved = REPO_ROOT / chosen[MAIN][0]["saved"]
     if MODEL_DIR.exists():
         shutil.rmtree(MODEL_DIR)
@@ -205,16 +230,18 @@ def main() -> None:
         "published_model_sha256": weights_sha256(pretrained["published"]),
         "course_model_sha256": weights_sha256(pretrained["course"]),
         "per_task": PER_TASK, "seeds": list(SEEDS), "epochs": EPOCHS, "half_epochs": HALF, "batch_size": BATCH_SIZE,
-        "chosen_lr": lr,
-        "configs": CONFIGS, "main": MAIN, "choices": [sweep.record(f"learning rate, {MAIN}")],
+        "chosen_lr": lr, "chosen_lrs": {config: sweeps[config].chosen for config in configs},
+        "configs": {config: CONFIGS[config] for config in configs}, "main": MAIN,
+        "choices": [sweeps[config].record(f"learning rate, {config}") for config in configs],
         "comparisons": comparisons, "threads": 1, "workers": args.workers,
-        "machine": platform.processor() or platform.machine(), "before": before,
+        "machine": platform.processor() or platform.machine(), "device": chosen[MAIN][0]["device"], "before": before,
         "baselines": {name: {k: v for k, v in b.items() if k != "test_by_task_and_play"}
                       for name, b in trivial.items()},
         "saved_model": {"directory": str(MODEL_DIR.relative_to(REPO_ROOT)), "run": key(MAIN, lr, SEEDS[0]),
                         "weights_sha256": chosen[MAIN][0]["weights_sha256"]},
-        "runs": [r for config in CONFIGS for r in chosen[config]],
-        "sweep_runs": [runs.done[key(MAIN, value, SEEDS[0])] for value in sorted(sweep.scores) if value != lr]},
+        "runs": chosen_runs,
+        "sweep_runs": [runs.done[key(config, value, SEEDS[0])] for config in configs
+                       for value in sorted(sweeps[config].scores) if value != sweeps[config].chosen]},
         indent=1))
     print("wrote", RESULTS)
 
