@@ -141,7 +141,7 @@ def key(config: str, lr: float, seed: int) -> str:
 
 
 class Runs:
-    """Finished runs, kept in RUNS after each one, so that a restarted benchmark skips them."""
+    """Finished runs, kept in their file after each one, so that a restarted benchmark skips them."""
 
     def __init__(self, workers: int, path: Path):
         self.path = path
@@ -230,7 +230,7 @@ def main() -> None:
         "published_model_sha256": weights_sha256(pretrained["published"]),
         "course_model_sha256": weights_sha256(pretrained["course"]),
         "per_task": PER_TASK, "seeds": list(SEEDS), "epochs": EPOCHS, "half_epochs": HALF, "batch_size": BATCH_SIZE,
-        "chosen_lr": lr, "chosen_lrs": {config: sweeps[config].chosen for config in configs},
+        "chosen_lr": lr,
         "configs": {config: CONFIGS[config] for config in configs}, "main": MAIN,
         "choices": [sweeps[config].record(f"learning rate, {config}") for config in configs],
         "comparisons": comparisons, "threads": 1, "workers": args.workers,
