@@ -13,12 +13,15 @@ training added. Each task is compared with its best trivial baseline (the majori
 first or last word of the input) over seeds and test plays. Two ablations get their own learning rate,
 chosen the same way, and the same number of updates: the answers tokenized alone ("bare answers"), and the
 3-minute course GPT as the base (with --ablations; the committed results file has the main configuration
-only). The main configuration's seed-0 model is saved to data/instruct_gpt/ for notebook 6B. Every finished
-run is kept in runs/finetune_instruct_runs.json (or --runs), so an interrupted benchmark resumes where it
-stopped. Usage:
+only). The main configuration's seed-0 model is saved to data/instruct_gpt/ for notebook 6B. With
+--train-per-task 1600 (half the records, half the updates) the results go to finetune_instruct_train1600.json,
+which notebook 6B compares with the full run. Every finished run is kept in
+runs/finetune_instruct_runs_train<N>.json (or --runs), so an interrupted benchmark resumes where it stopped.
+Usage:
 
-    python bench/finetune_instruct.py --workers 2     # one CPU thread a run, a quarter of an hour each: an hour
-    python bench/finetune_instruct.py --workers 2 --ablations                     # 15 runs: about two hours
+    python bench/finetune_instruct.py --workers 2     # one CPU thread a run, half an hour each: about 1.5 hours
+    python bench/finetune_instruct.py --workers 2 --ablations                # 15 runs: about four hours
+    python bench/finetune_instruct.py --workers 2 --train-per-task 1600       # a quarter of an hour a run
 
 With LLMCOURSE_DEVICE=cuda each run trains on the GPU. Processes on one GPU take turns on it, and this model's
 steps are too small to fill it: 17 workers on one H200 did not finish a single run (3,200 records per task) in
@@ -47,10 +50,9 @@ from llmcourse.runtime import REPO_ROOT, get_device, set_seed
 from llmcourse.tasks import TASKS, instruction_records
 
 RESULTS = REPO_ROOT / "bench" / "results" / "finetune_instruct.json"
-RUNS = REPO_ROOT / "runs" / "finetune_instruct_runs.json"
 SAVED = REPO_ROOT / "runs" / "finetune_instruct_models"
 MODEL_DIR = REPO_ROOT / "data" / "instruct_gpt"
-PER_TASK = {"train": 1600, "val": 40, "test": 100}  # records per task in each split
+PER_TASK = {"train": 3200, "val": 40, "test": 100}  # records per task in each split
 SEEDS = (0, 1, 2)
 EPOCHS = 12
 HALF = 6  # each run is also scored after its first HALF epochs: what the second half of the training added
@@ -60,6 +62,11 @@ MAIN = "published GPT"
 CONFIGS = {MAIN: {"base": "published", "as_in_prompt": True},
            "published GPT, bare answers": {"base": "published", "as_in_prompt": False},
            "course GPT": {"base": "course", "as_in_prompt": True}}
+
+
+def use_train_size(n: int) -> None:
+    """Set the number of training records per task (in each worker process too, as its initializer)."""
+    PER_TASK["train"] = n
 
 
 def records() -> dict[str, list[dict]]:
@@ -115,7 +122,7 @@ def run(config: str, lr: float, seed: int) -> dict:
     history = fit(model, lambda epoch: [(x.to(device), y.to(device)) for x, y in instruction_batches(
         pairs, BATCH_SIZE, tokenizer.eot_id, True, seed * 1000 + epoch)], EPOCHS, lr, after_epoch=after_epoch)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
-    folder = SAVED / f"{config.replace(' ', '_').replace(',', '')}_lr{lr:g}_seed{seed}"
+    folder = SAVED / f"train{PER_TASK['train']}_{config.replace(' ', '_').replace(',', '')}_lr{lr:g}_seed{seed}"
     model = model.cpu()
     save_checkpoint(folder, model, tokenizer=tokenizer)
     return {"config": config, "lr": lr, "seed": seed, "device": str(device), "best_epoch": history.best_epoch,
@@ -141,12 +148,16 @@ def key(config: str, lr: float, seed: int) -> str:
 
 
 class Runs:
-    """Finished runs, kept in their file after each one, so that a restarted benchmark skips them."""
+    """Finished runs, kept in their file after each one, so that a restarted benchmark skips them.
 
-    def __init__(self, workers: int, path: Path):
+    Without that file, the runs a results file kept (`kept`) count as finished: on a fresh clone, --ablations
+    trains only the ablations' runs."""
+
+    def __init__(self, workers: int, path: Path, kept: list[dict]):
         self.path = path
-        self.done = json.loads(path.read_text()) if path.exists() else {}
-        self.pool = ProcessPoolExecutor(workers)
+        self.done = (json.loads(path.read_text()) if path.exists()
+                     else {key(r["config"], r["lr"], r["seed"]): r for r in kept})
+        self.pool = ProcessPoolExecutor(workers, initializer=use_train_size, initargs=(PER_TASK["train"],))
 
     def get(self, jobs: list[tuple[str, float, int]]) -> list[dict]:
         futures = {key(*job): self.pool.submit(run, *job) for job in jobs if key(*job) not in self.done}
@@ -188,11 +199,21 @@ def compared(name: str, runs: list[dict], other: str, other_runs: list[dict]) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=1, help="runs at once, one thread each")
-    parser.add_argument("--runs", type=Path, default=RUNS, help="the file of finished runs")
+    parser.add_argument("--train-per-task", type=int, default=PER_TASK["train"],
+                        help=f"training records per task; with another number than {PER_TASK['train']} the results go "
+                             "to finetune_instruct_train<N>.json and data/instruct_gpt/ is left alone")
+    parser.add_argument("--runs", type=Path, help="the file of finished runs (default runs/finetune_instruct_runs"
+                                                  "_train<N>.json)")
     parser.add_argument("--ablations", action="store_true", help="also bare answers and the course GPT as base")
     args = parser.parse_args()
     configs = list(CONFIGS) if args.ablations else [MAIN]
-    runs = Runs(args.workers, args.runs)
+    default_size = args.train_per_task == PER_TASK["train"]
+    use_train_size(args.train_per_task)
+    results = RESULTS if default_size else RESULTS.with_name(f"finetune_instruct_train{args.train_per_task}.json")
+    kept = json.loads(results.read_text()) if results.exists() else {}
+    kept = kept.get("runs", []) + kept.get("sweep_runs", []) if kept.get("per_task") == PER_TASK else []
+    runs_file = args.runs or REPO_ROOT / "runs" / f"finetune_instruct_runs_train{args.train_per_task}.json"
+    runs = Runs(args.workers, runs_file, kept)
     # The first round at once: the first grid at seed 0, and the middle rate's other seeds (used if it is chosen).
     runs.get([(config, lr, SEEDS[0]) for config in configs for lr in LRS]
              + [(config, LRS[1], seed) for config in configs for seed in SEEDS[1:]])
@@ -218,14 +239,17 @@ def main() -> None:
             comparisons += compared(main_name, chosen[MAIN], f"{config}, {EPOCHS} epochs", chosen[config])
     lr = sweeps[MAIN].chosen
     saved = REPO_ROOT / chosen[MAIN][0]["saved"]
-    if MODEL_DIR.exists():
-        shutil.rmtree(MODEL_DIR)
-    shutil.copytree(saved, MODEL_DIR)
+    if default_size and saved.exists():  # a run kept from the results file has its model in MODEL_DIR already
+        if MODEL_DIR.exists():
+            shutil.rmtree(MODEL_DIR)
+        shutil.copytree(saved, MODEL_DIR)
     pretrained = {name: base_model(name)[0] for name in ("published", "course")}
     tokenizer = course_model(device="cpu")[1]
     before = {name: exact_match_by_task(data["test"], responses(model, tokenizer, data["test"]))
               for name, model in pretrained.items()}
-    RESULTS.write_text(json.dumps({
+    saved_model = {"directory": str(MODEL_DIR.relative_to(REPO_ROOT)), "run": key(MAIN, lr, SEEDS[0]),
+                   "weights_sha256": chosen[MAIN][0]["weights_sha256"]}
+    results.write_text(json.dumps({
         "about": "bench/finetune_instruct.py: instruction fine-tuning on records built from the plays",
         "published_model_sha256": weights_sha256(pretrained["published"]),
         "course_model_sha256": weights_sha256(pretrained["course"]),
@@ -237,13 +261,12 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(), "device": chosen[MAIN][0]["device"], "before": before,
         "baselines": {name: {k: v for k, v in b.items() if k != "test_by_task_and_play"}
                       for name, b in trivial.items()},
-        "saved_model": {"directory": str(MODEL_DIR.relative_to(REPO_ROOT)), "run": key(MAIN, lr, SEEDS[0]),
-                        "weights_sha256": chosen[MAIN][0]["weights_sha256"]},
+        **({"saved_model": saved_model} if default_size else {}),
         "runs": chosen_runs,
         "sweep_runs": [runs.done[key(config, value, SEEDS[0])] for config in configs
                        for value in sorted(sweeps[config].scores) if value != sweeps[config].chosen]},
         indent=1))
-    print("wrote", RESULTS)
+    print("wrote", results)
 
 
 if __name__ == "__main__":
