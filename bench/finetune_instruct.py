@@ -19,9 +19,8 @@ which notebook 6B compares with the full run. Every finished run is kept in
 runs/finetune_instruct_runs_train<N>.json (or --runs), so an interrupted benchmark resumes where it stopped.
 Usage:
 
-    python bench/finetune_instruct.py --workers 2     # one CPU thread a run, half an hour each: about 1.5 hours
-    python bench/finetune_instruct.py --workers 2 --ablations                # 15 runs: about four hours
-    python bench/finetune_instruct.py --workers 2 --train-per-task 1600       # a quarter of an hour a run
+    python bench/finetune_instruct.py --workers 2   # one CPU thread a run, half an hour each; 6 runs: about 2 hours
+    python bench/finetune_instruct.py --workers 2 --train-per-task 1600 --ablations   # a quarter of an hour a run
 
 With LLMCOURSE_DEVICE=cuda each run trains on the GPU. Processes on one GPU take turns on it, and this model's
 steps are too small to fill it: 17 workers on one H200 did not finish a single run (3,200 records per task) in
@@ -214,9 +213,7 @@ def main() -> None:
     kept = kept.get("runs", []) + kept.get("sweep_runs", []) if kept.get("per_task") == PER_TASK else []
     runs_file = args.runs or REPO_ROOT / "runs" / f"finetune_instruct_runs_train{args.train_per_task}.json"
     runs = Runs(args.workers, runs_file, kept)
-    # The first round at once: the first grid at seed 0, and the middle rate's other seeds (used if it is chosen).
-    runs.get([(config, lr, SEEDS[0]) for config in configs for lr in LRS]
-             + [(config, LRS[1], seed) for config in configs for seed in SEEDS[1:]])
+    runs.get([(config, lr, SEEDS[0]) for config in configs for lr in LRS])  # the first grids, all at once
     sweeps = {}
     for config in configs:
         sweeps[config] = widened_sweep(lambda lr, c=config: runs.get([(c, lr, SEEDS[0])])[0]["val"]["all"],
