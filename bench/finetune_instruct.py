@@ -209,8 +209,8 @@ def main() -> None:
     default_size = args.train_per_task == PER_TASK["train"]
     use_train_size(args.train_per_task)
     results = RESULTS if default_size else RESULTS.with_name(f"finetune_instruct_train{args.train_per_task}.json")
-    kept = json.loads(results.read_text()) if results.exists() else {}
-    kept = kept.get("runs", []) + kept.get("sweep_runs", []) if kept.get("per_task") == PER_TASK else []
+    previous = json.loads(results.read_text()) if results.exists() else {}
+    kept = previous.get("runs", []) + previous.get("sweep_runs", []) if previous.get("per_task") == PER_TASK else []
     runs_file = args.runs or REPO_ROOT / "runs" / f"finetune_instruct_runs_train{args.train_per_task}.json"
     runs = Runs(args.workers, runs_file, kept)
     runs.get([(config, lr, SEEDS[0]) for config in configs for lr in LRS])  # the first grids, all at once
