@@ -52,10 +52,10 @@ def test_every_comparison_follows_from_its_scores(name, record):
         f"{name}: the course claims {record['claim']!r} for {record['a']} vs {record['b']}, but it is {result}"
 
 
-def test_the_instruction_tuned_model_is_the_benchmarks():
+@pytest.mark.parametrize("name", ["finetune_instruct.json", "chat_format.json"])
+def test_a_saved_model_is_the_benchmarks(name):
     from llmcourse.checkpoint import load_checkpoint, weights_sha256
 
-    results = json.loads((RESULTS / "finetune_instruct.json").read_text())
-    saved = results["saved_model"]
+    saved = json.loads((RESULTS / name).read_text())["saved_model"]
     model = load_checkpoint(REPO_ROOT / saved["directory"], "cpu").model
     assert weights_sha256(model) == saved["weights_sha256"], f"{saved['directory']} is not the run {saved['run']}"

@@ -199,6 +199,22 @@ def _named_word_positions(words: list[str]) -> tuple[list[int], list[int]]:
     return [i for i in unique if 1 <= i <= len(words) - 3], [i for i in unique if 2 <= i <= len(words) - 1]
 
 
+def _lines_and_exchanges(plays: Sequence[Play], split: str) -> tuple[list, list]:
+    """The lines the line tasks ask about (4 to 10 words, every word nameable) and the exchanges the speaker
+    task asks about (consecutive speeches by two speakers, a short first line each), from the plays of `split`."""
+    chosen = [p for p in plays if p.split == split]
+    if not chosen:
+        raise ValueError(f"no plays in split {split!r}")
+    speeches = [(play, speaker, lines) for play in chosen for speaker, lines in speaker_speeches(play)]
+    lines = [(play, line) for play, _, speech in speeches for line in speech
+             if 4 <= len(line.split()) <= 10 and len(_words(line)) == len(line.split())
+             and all(_named_word_positions(_words(line)))]
+    exchanges = [(play, first, one[0], second, two[0])
+                 for (play, first, one), (next_play, second, two) in zip(speeches, speeches[1:])
+                 if play is next_play and first != second and len(one[0].split()) <= 10 and len(two[0].split()) <= 10]
+    return lines, exchanges
+
+
 def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: int = 0) -> list[dict]:
     """`per_task` Alpaca-style records of each task in TASKS from the plays of `split`, shuffled.
 
@@ -208,16 +224,7 @@ def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: 
     model must read the instruction to know the answer.
     """
     rng = random.Random(seed)
-    chosen = [p for p in plays if p.split == split]
-    if not chosen:
-        raise ValueError(f"no plays in split {split!r}")
-    speeches = [(play, speaker, lines) for play in chosen for speaker, lines in speaker_speeches(play)]
-    lines = [(play, line) for play, _, speech in speeches for line in speech
-             if 4 <= len(line.split()) <= 10 and len(_words(line)) == len(line.split())
-             and all(_named_word_positions(_words(line)))]
-    exchanges = [(play, first, one[0], second, two[0])  # consecutive speeches by two speakers, a short line each
-                 for (play, first, one), (next_play, second, two) in zip(speeches, speeches[1:])
-                 if play is next_play and first != second and len(one[0].split()) <= 10 and len(two[0].split()) <= 10]
+    lines, exchanges = _lines_and_exchanges(plays, split)
     records = []
     for k in range(per_task):
         records += _line_records(*rng.choice(lines), rng)
@@ -228,6 +235,35 @@ def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: 
                                first if which == "first" else second, play))
     rng.shuffle(records)
     return records
+
+
+def conversations(plays: Sequence[Play], split: str, n: int, seed: int = 0) -> list[dict]:
+    """`n` two-turn conversations from the plays of `split`, each {"messages", "tasks", "play"}.
+
+    The first question carries its line (or exchange of two speeches); the second asks another question
+    about the same one without repeating it, so it can be answered only from the conversation. Five in six
+    are about a line (two different line tasks), one in six about an exchange (who speaks first, who second).
+    """
+    rng = random.Random(seed)
+    lines, exchanges = _lines_and_exchanges(plays, split)
+    found = []
+    for k in range(n):
+        if k % 6 == 5:
+            play, first, one, second, two = rng.choice(exchanges)
+            text = f"{first}:\n{one}\n{second}:\n{two}"
+            order = [("first", first), ("second", second)]
+            rng.shuffle(order)
+            questions = [("speaker", f"Who speaks {which}?", name) for which, name in order]
+        else:
+            play, line = rng.choice(lines)
+            text = line
+            questions = [(r["task"], r["instruction"], r["output"]) for r in rng.sample(_line_records(play, line, rng), 2)]
+        (task_1, question_1, answer_1), (task_2, question_2, answer_2) = questions
+        messages = [{"role": "user", "content": f"{question_1}\n{text}"}, {"role": "assistant", "content": answer_1},
+                    {"role": "user", "content": question_2}, {"role": "assistant", "content": answer_2}]
+        found.append({"messages": messages, "tasks": [task_1, task_2], "play": play.play})
+    rng.shuffle(found)
+    return found
 
 
 # --- next-sentence pairs (the encoder's pretraining) ----------------------------------------------
