@@ -13,7 +13,7 @@ alone (without the turn that holds its line: the control). The seed-0 model is s
 notebook 6E. Finished runs are kept in runs/chat_format_runs.json, so an interrupted benchmark resumes.
 Usage:
 
-    python bench/chat_format.py --workers 2   # one CPU thread a run, about 8 minutes each
+    python bench/chat_format.py --workers 2   # one CPU thread a run, about 6 minutes each; 5 runs: about 20 minutes
 """
 
 import argparse
