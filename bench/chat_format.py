@@ -44,7 +44,9 @@ SEEDS = (0, 1, 2)
 EPOCHS = 8
 BATCH_SIZE = 16
 LRS = (5e-4, 1e-3, 2e-3)  # the sweep's first grid, widened by factors of 2
-TURNS = ("turn 1", "turn 2", "turn 2 alone")
+ASKED = {"turn 1": (slice(0, 1), 1), "turn 2": (slice(0, 3), 3),  # turn: (the messages shown, the answer's index)
+         "turn 2 alone": (slice(2, 3), 3)}  # the second question without the turn that holds its line: the control
+TURNS = tuple(ASKED)
 
 
 def base_model(device: torch.device | str = "cpu"):
@@ -59,33 +61,33 @@ def data() -> dict[str, list[dict]]:
     return {split: conversations(plays, split, n, seed=0) for split, n in SIZES.items()}
 
 
-def answers(model, tokenizer, split: list[dict]) -> dict[str, list[bool]]:
-    """Per conversation: is the first reply right, the second (after the first turn), the second question alone?"""
-    asked = {"turn 1": lambda m: m[:1], "turn 2": lambda m: m[:3], "turn 2 alone": lambda m: m[2:3]}
-    truth = {"turn 1": 1, "turn 2": 3, "turn 2 alone": 3}
-    return {turn: [exact_match(reply(model, tokenizer, asked[turn](c["messages"])), c["messages"][truth[turn]]["content"])
-                   for c in split] for turn in TURNS}
+def answers(model, tokenizer, split: list[dict], turns: tuple[str, ...] = TURNS) -> dict[str, list[bool]]:
+    """Per turn asked (ASKED), whether the reply to each conversation is exactly right."""
+    found = {}
+    for turn in turns:
+        shown, answer = ASKED[turn]
+        found[turn] = [exact_match(reply(model, tokenizer, c["messages"][shown]), c["messages"][answer]["content"])
+                       for c in split]
+    return found
+
+
+def share(hits: list[bool]) -> float:
+    return sum(hits) / len(hits)
 
 
 def val_score(model, tokenizer, split: list[dict]) -> float:
     """Exact match over both assistant turns of the validation conversations."""
-    right = [exact_match(reply(model, tokenizer, c["messages"][:i]), c["messages"][i]["content"])
-             for c in split for i in (1, 3)]
-    return sum(right) / len(right)
+    return share(sum(answers(model, tokenizer, split, ("turn 1", "turn 2")).values(), []))
 
 
 def test_scores(model, tokenizer, test: list[dict]) -> dict:
     """Exact match per turn, overall and by the second question's task, and right answers per test play."""
     right = answers(model, tokenizer, test)
     plays = [c["play"] for c in test]
-    return {"test": {turn: sum(hits) / len(hits) for turn, hits in right.items()},
-            "test_turn_2_by_task": {task: _share([h for c, h in zip(test, right["turn 2"]) if c["tasks"][1] == task])
+    return {"test": {turn: share(hits) for turn, hits in right.items()},
+            "test_turn_2_by_task": {task: share([h for c, h in zip(test, right["turn 2"]) if c["tasks"][1] == task])
                                     for task in TASKS},
             "test_by_play": {turn: counts_by_play(plays, hits) for turn, hits in right.items()}}
-
-
-def _share(hits: list[bool]) -> float:
-    return sum(hits) / len(hits)
 
 
 def run(lr: float, seed: int) -> dict:
@@ -157,7 +159,7 @@ def main() -> None:
     first_as_record = [{"instruction": c["messages"][0]["content"].split("\n", 1)[0],
                         "input": c["messages"][0]["content"].split("\n", 1)[1], "output": c["messages"][1]["content"]}
                        for c in test]
-    before = _share([exact_match(respond(base.model, base.tokenizer, r), r["output"]) for r in first_as_record])
+    before = share([exact_match(respond(base.model, base.tokenizer, r), r["output"]) for r in first_as_record])
     RESULTS.write_text(json.dumps({
         "about": "bench/chat_format.py: the instruction-tuned GPT taught a two-turn chat format",
         "base_sha256": weights_sha256(base.model), "sizes": SIZES, "seeds": list(SEEDS), "epochs": EPOCHS,

@@ -48,7 +48,7 @@ def encode_chat(messages: Sequence[dict], tokenizer: BPETokenizer) -> tuple[list
     answer the same token as that word inside a line (" such", not "such")."""
     ids, trained = [], []
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
+        if not (isinstance(message, dict) and message.get("role") in ROLES and isinstance(message.get("content"), str)):
             raise ValueError(f"message {i} must have a role in {list(ROLES)} and a string content, got {message!r:.80}")
         text = tokenizer.encode(" " + message["content"], allowed_special="none")
         turn = [tokenizer.special_tokens[ROLES[message["role"]]], *text, tokenizer.special_tokens[END_OF_TURN]]

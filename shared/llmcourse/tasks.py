@@ -1,10 +1,10 @@
 """Tasks built from the plays, each with exact answers and split by play (chapters 5 and 6).
 
 Genre passages and word-order passages (classification), instruction records (instruction tuning),
-next-sentence pairs (the encoder's pretraining) and word-reversal pairs (sequence to sequence) are all read
-from the plays of one split only, so that train, validation and test never share a play. Every task cuts the plays into
-speeches with `llmcourse.data.speaker_speeches`. The SMS Spam Collection, an optional online extra, is
-the one task not built from the plays.
+two-turn conversations (the chat format), next-sentence pairs (the encoder's pretraining) and word-reversal
+pairs (sequence to sequence) are all read from the plays of one split only, so that train, validation and test
+never share a play. Every task cuts the plays into speeches with `llmcourse.data.speaker_speeches`. The SMS Spam
+Collection, an optional online extra, is the one task not built from the plays.
 """
 
 import functools
@@ -201,7 +201,8 @@ def _named_word_positions(words: list[str]) -> tuple[list[int], list[int]]:
 
 def _lines_and_exchanges(plays: Sequence[Play], split: str) -> tuple[list, list]:
     """The lines the line tasks ask about (4 to 10 words, every word nameable) and the exchanges the speaker
-    task asks about (consecutive speeches by two speakers, a short first line each), from the plays of `split`."""
+    task asks about (consecutive speeches by two speakers, a short first line each, as (play, first speaker, text,
+    second speaker)), from the plays of `split`."""
     chosen = [p for p in plays if p.split == split]
     if not chosen:
         raise ValueError(f"no plays in split {split!r}")
@@ -209,7 +210,7 @@ def _lines_and_exchanges(plays: Sequence[Play], split: str) -> tuple[list, list]
     lines = [(play, line) for play, _, speech in speeches for line in speech
              if 4 <= len(line.split()) <= 10 and len(_words(line)) == len(line.split())
              and all(_named_word_positions(_words(line)))]
-    exchanges = [(play, first, one[0], second, two[0])
+    exchanges = [(play, first, f"{first}:\n{one[0]}\n{second}:\n{two[0]}", second)
                  for (play, first, one), (next_play, second, two) in zip(speeches, speeches[1:])
                  if play is next_play and first != second and len(one[0].split()) <= 10 and len(two[0].split()) <= 10]
     return lines, exchanges
@@ -229,10 +230,9 @@ def instruction_records(plays: Sequence[Play], split: str, per_task: int, seed: 
     for k in range(per_task):
         records += _line_records(*rng.choice(lines), rng)
         if k % 2 == 0:
-            play, first, one, second, two = rng.choice(exchanges)
+            play, first, text, second = rng.choice(exchanges)
         which = "first" if k % 2 == 0 else "second"
-        records.append(_record("speaker", f"Who speaks {which}?", f"{first}:\n{one}\n{second}:\n{two}",
-                               first if which == "first" else second, play))
+        records.append(_record("speaker", f"Who speaks {which}?", text, first if which == "first" else second, play))
     rng.shuffle(records)
     return records
 
@@ -249,15 +249,15 @@ def conversations(plays: Sequence[Play], split: str, n: int, seed: int = 0) -> l
     found = []
     for k in range(n):
         if k % 6 == 5:
-            play, first, one, second, two = rng.choice(exchanges)
-            text = f"{first}:\n{one}\n{second}:\n{two}"
+            play, first, text, second = rng.choice(exchanges)
             order = [("first", first), ("second", second)]
             rng.shuffle(order)
             questions = [("speaker", f"Who speaks {which}?", name) for which, name in order]
         else:
             play, line = rng.choice(lines)
             text = line
-            questions = [(r["task"], r["instruction"], r["output"]) for r in rng.sample(_line_records(play, line, rng), 2)]
+            asked = rng.sample(_line_records(play, line, rng), 2)
+            questions = [(r["task"], r["instruction"], r["output"]) for r in asked]
         (task_1, question_1, answer_1), (task_2, question_2, answer_2) = questions
         messages = [{"role": "user", "content": f"{question_1}\n{text}"}, {"role": "assistant", "content": answer_1},
                     {"role": "user", "content": question_2}, {"role": "assistant", "content": answer_2}]
