@@ -52,7 +52,8 @@ def test_every_comparison_follows_from_its_scores(name, record):
         f"{name}: the course claims {record['claim']!r} for {record['a']} vs {record['b']}, but it is {result}"
 
 
-@pytest.mark.parametrize("name", ["finetune_instruct.json", "chat_format.json"])
+@pytest.mark.parametrize("name", ["finetune_instruct.json", "chat_format.json", "preference_tuning.json",
+                                  "learning_from_reward.json"])
 def test_a_saved_model_is_the_benchmarks(name):
     from llmcourse.checkpoint import load_checkpoint, weights_sha256
 

@@ -135,7 +135,7 @@ def _word_stretches(play: Play, n_tokens: int) -> list[list[str]]:
     """Non-overlapping runs of a speech's lower-cased words, each long enough for `n_tokens` tokens."""
     stretches = []
     for _, lines in speaker_speeches(play):
-        words = [w.lower() for line in lines for w in _words(line)]
+        words = [w.lower() for line in lines for w in line_words(line)]
         size = n_tokens + 2  # a word is at least one token, so these always hold n_tokens tokens and the margin
         stretches += [words[i:i + size] for i in range(0, len(words) - size + 1, size)]
     return stretches
@@ -167,7 +167,7 @@ def _shuffled(words: list[str], rng: random.Random) -> list[str]:
 TASKS = ("second word", "word after", "word before", "word count", "repeat", "speaker")
 
 
-def _words(line: str) -> list[str]:
+def line_words(line: str) -> list[str]:
     """The words of a line without the punctuation around them ("'Tis" and "o'er" keep their apostrophes)."""
     return [w for w in (token.strip(".,;:!?-\"()[]") for token in line.split()) if regex.fullmatch(r"[\p{L}']+", w)]
 
@@ -182,7 +182,7 @@ def _line_records(play: Play, line: str, rng: random.Random) -> list[dict]:
     No one-word answer is the line's first or last word, and the word named in "word after" / "word
     before" occurs once in the line: every answer is exact and must be looked up, not copied from an end.
     """
-    words = _words(line)
+    words = line_words(line)
     after_at, before_at = _named_word_positions(words)
     after, before = rng.choice(after_at), rng.choice(before_at)
     return [_record("second word", "Give the second word of the line.", line, words[1], play),
@@ -208,8 +208,8 @@ def _lines_and_exchanges(plays: Sequence[Play], split: str) -> tuple[list, list]
         raise ValueError(f"no plays in split {split!r}")
     speeches = [(play, speaker, lines) for play in chosen for speaker, lines in speaker_speeches(play)]
     lines = [(play, line) for play, _, speech in speeches for line in speech
-             if 4 <= len(line.split()) <= 10 and len(_words(line)) == len(line.split())
-             and all(_named_word_positions(_words(line)))]
+             if 4 <= len(line.split()) <= 10 and len(line_words(line)) == len(line.split())
+             and all(_named_word_positions(line_words(line)))]
     exchanges = [(play, first, f"{first}:\n{one[0]}\n{second}:\n{two[0]}", second)
                  for (play, first, one), (next_play, second, two) in zip(speeches, speeches[1:])
                  if play is next_play and first != second and len(one[0].split()) <= 10 and len(two[0].split()) <= 10]
