@@ -224,7 +224,27 @@ def test_shift_by_one_puts_under_each_input_the_token_that_follows_it():
     assert "2514" in all_text(diagrams.draw_shift_by_one([2514, 307, 11]))
 
 
+def test_dpo_shows_both_models_four_log_probabilities_two_log_ratios_and_the_loss():
+    text = all_text(diagrams.draw_dpo(beta=0.5))
+    for label in ["policy π\n(trained)", "reference π_ref\n(frozen copy)", "log π(y_w | x)", "log π_ref(y_w | x)",
+                  "log π(y_l | x)", "log π_ref(y_l | x)", "log-ratio r_w\n= log π - log π_ref",
+                  "log-ratio r_l\n= log π - log π_ref", "β = 0.5", "-log σ(margin)"]:
+        assert label in text, label
+
+
+def test_group_policy_gradient_shows_each_answer_its_reward_and_advantages_summing_to_zero():
+    fig = diagrams.draw_group_policy_gradient((0, 1, 0, 0))
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert [t for t in labels if t.startswith("r = ")] == ["r = 0", "r = 1", "r = 0", "r = 0"]
+    advantages = [float(t.removeprefix("A = ")) for t in labels if t.startswith("A = ")]
+    assert advantages == [-0.5, 1.5, -0.5, -0.5] and abs(sum(advantages)) < 1e-9
+    assert sum(t.startswith("answer ") for t in labels) == 4
+
+
 @pytest.mark.parametrize("make_figure, message", [
+    (lambda: diagrams.draw_dpo(beta=0), "beta"),
+    (lambda: diagrams.draw_group_policy_gradient((1,)), "rewards"),
+    (lambda: diagrams.draw_group_policy_gradient((0, 2)), "rewards"),
     (lambda: diagrams.draw_skipgram_windows(["to", "be"], centre=2, window=1), "centre"),
     (lambda: diagrams.draw_skipgram_windows(["to", "be"], centre=0, window=0), "window"),
     (lambda: diagrams.draw_skipgram_windows([], centre=0, window=1), "words"),

@@ -628,3 +628,69 @@ def draw_shift_by_one(tokens: list) -> Figure:
     ax.set_title(f"T = {n}: the targets are the inputs shifted one place left; "
                  "each position predicts the token that follows it", fontsize=11)
     return fig
+
+
+def draw_dpo(beta: float = 0.5) -> Figure:
+    """DPO: the preferred and the rejected answer each scored by the policy (trained) and the frozen reference;
+    two log-ratios, their difference times beta, and the logistic loss on it."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < math.inf:
+        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+    fig, ax = canvas(15.6, 6.6, scale=0.75)
+    inputs = {"w": 4.6, "l": 1.8}  # the height of each answer's row
+    for key, y in inputs.items():
+        name = "preferred  y_w" if key == "w" else "rejected  y_l"
+        box(ax, 1.5, y, 2.6, 0.9, f"prompt x\n+ {name}", "token", fontsize=9)
+    models = {"policy": (4.9, 4.6, "policy π\n(trained)", "attention"),
+              "reference": (4.9, 1.8, "reference π_ref\n(frozen copy)", "masked")}
+    scores = {}
+    for model, (x, y, label, kind) in models.items():
+        box(ax, x, y, 2.2, 1.0, label, kind, fontsize=9)
+    rows = [("policy", "w", 5.5), ("reference", "w", 4.3), ("policy", "l", 2.9), ("reference", "l", 1.1)]
+    for model, key, y in rows:
+        mx, my = models[model][:2]
+        arrow(ax, (2.8, inputs[key]), (mx - 1.1, my + (0.2 if key == "w" else -0.2)), colour="#888888")
+        pi = "π" if model == "policy" else "π_ref"
+        box(ax, 8.4, y, 2.4, 0.7, f"log {pi}(y_{key} | x)", "output", fontsize=9)
+        arrow(ax, (mx + 1.1, my), (7.2, y))
+        scores[(model, key)] = y
+    for key, y in (("w", 4.9), ("l", 2.0)):
+        box(ax, 11.3, y, 2.7, 0.9, f"log-ratio r_{key}\n= log π - log π_ref", "ff", fontsize=9)
+        for model in ("policy", "reference"):
+            arrow(ax, (9.6, scores[(model, key)]), (9.95, y + (0.2 if model == "policy" else -0.2)))
+    box(ax, 14.2, 3.45, 2.4, 2.0, f"margin =\nβ (r_w - r_l)\nβ = {beta:g}\n\nloss =\n-log σ(margin)", "norm",
+        fontsize=9)
+    arrow(ax, (12.65, 4.9), (13.0, 4.0))
+    arrow(ax, (12.65, 2.0), (13.0, 2.9))
+    ax.text(7.8, 6.35, "the loss lowers only through the policy; the reference's four numbers are fixed",
+            ha="center", va="center", fontsize=9)
+    return fig
+
+
+def draw_group_policy_gradient(rewards: tuple[int, ...] = (0, 1, 0, 0)) -> Figure:
+    """One group of the group-relative policy gradient: a prompt, G sampled answers, a reward per answer from a
+    program, advantages relative to the group, and the loss that raises the better answers."""
+    if len(rewards) < 2 or any(r not in (0, 1) for r in rewards):
+        raise ValueError(f"rewards must be 2 or more values of 0 or 1, got {rewards!r}")
+    mean = sum(rewards) / len(rewards)
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / (len(rewards) - 1))
+    advantages = [(r - mean) / (std + 1e-6) for r in rewards]
+    height = 1.0 * len(rewards) + 1.3
+    fig, ax = canvas(15.0, height, scale=0.75)
+    middle = height / 2 - 0.2
+    box(ax, 1.3, middle, 2.2, 0.9, "prompt x", "token", fontsize=10)
+    box(ax, 3.9, middle, 2.0, 1.0, "policy π\nsamples G", "attention", fontsize=9)
+    arrow(ax, (2.4, middle), (2.9, middle))
+    for i, (reward, advantage) in enumerate(zip(rewards, advantages)):
+        y = height - 1.2 - i * 1.0
+        arrow(ax, (4.9, middle), (5.9, y), colour="#888888")
+        box(ax, 6.9, y, 2.0, 0.7, f"answer {i + 1}", "token", fontsize=9)
+        arrow(ax, (7.9, y), (8.6, y))
+        box(ax, 9.3, y, 1.2, 0.7, f"r = {reward}", "output", fontsize=9)
+        arrow(ax, (9.9, y), (10.5, y))
+        box(ax, 11.3, y, 1.5, 0.7, f"A = {advantage:+.2f}", "ff", fontsize=9)
+        arrow(ax, (12.05, y), (12.6, middle), colour="#888888")
+    box(ax, 13.7, middle, 2.2, 1.6, "loss =\n-mean A_i ·\nlog π(answer_i)\n(+ KL to π_ref)", "norm", fontsize=9)
+    ax.text(9.3, height - 0.45, "a program\nchecks", ha="center", va="center", fontsize=9)
+    ax.text(11.3, height - 0.45, "(r - mean)\n/ std", ha="center", va="center", fontsize=9, family=MONO)
+    ax.text(3.9, middle - 1.0, "temperature 1", ha="center", va="center", fontsize=8, color="#555555")
+    return fig
