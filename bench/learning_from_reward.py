@@ -31,8 +31,9 @@ import torch
 from llmcourse.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
 from llmcourse.data import load_plays
 from llmcourse.experiment import comparison_over_plays_record, counts_by_play, widened_sweep
-from llmcourse.instruct import collate_instructions, encode_record, exact_match, format_prompt, respond
-from llmcourse.preference import group_advantages, policy_gradient_loss, sample_group, token_kl, token_logprobs
+from llmcourse.instruct import collate_instructions, exact_match, format_prompt, respond
+from llmcourse.preference import (group_advantages, mean_response_kl, policy_gradient_loss, sample_group,
+                                  token_logprobs)
 from llmcourse.runtime import REPO_ROOT, set_seed
 from llmcourse.tasks import TASKS, instruction_records, line_words
 from llmcourse.train import configure_optimizer
@@ -76,12 +77,6 @@ REWARDS = {"exact": exact, "any word before": any_word_before}
 def task_exact_match(model, tokenizer, split: list[dict]) -> tuple[float, list[str]]:
     answers = [respond(model, tokenizer, r) for r in split]
     return sum(exact_match(a, r["output"]) for a, r in zip(answers, split)) / len(split), answers
-
-
-def kl_per_token(model, reference, tokenizer, split: list[dict], batch: int = 64) -> float:
-    rows = [encode_record(r, tokenizer) for r in split]
-    return torch.cat([token_kl(model, reference, *collate_instructions(rows[i:i + batch], tokenizer.eot_id))
-                      for i in range(0, len(rows), batch)]).mean().item()
 
 
 def run(lr: float, kl_coef: float, seed: int, reward: str = "exact") -> dict:
@@ -130,7 +125,7 @@ def run(lr: float, kl_coef: float, seed: int, reward: str = "exact") -> dict:
                           "train_reward": sum(rewards_seen[-EVAL_EVERY:]) / EVAL_EVERY,
                           "val_reward": sum(score(a, r) for a, r in zip(answers, val)) / len(val),
                           "distinct_answers": len(set(answers)),
-                          "kl_per_token": kl_per_token(policy, reference, tokenizer, val)})
+                          "kl_per_token": mean_response_kl(policy, reference, tokenizer, val)})
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
     folder = SAVED / f"{reward.replace(' ', '_')}_lr{lr:g}_kl{kl_coef:g}_seed{seed}"
     save_checkpoint(folder, policy, tokenizer=tokenizer)
@@ -152,7 +147,7 @@ def test_scores(model, reference, tokenizer) -> dict:
             "task_by_play": counts_by_play([r["play"] for r, _, _ in on_task], [h for _, _, h in on_task]),
             "looser_reward": sum(any_word_before(a, r) for r, a, _ in on_task) / len(on_task),
             "distinct_answers": len({a for _, a, _ in on_task}),
-            "kl_per_token": kl_per_token(model, reference, tokenizer, [r for r, _, _ in on_task])}
+            "kl_per_token": mean_response_kl(model, reference, tokenizer, [r for r, _, _ in on_task])}
 
 
 def name(lr: float, kl_coef: float, seed: int, reward: str = "exact") -> str:

@@ -35,7 +35,7 @@ from llmcourse.checkpoint import load_checkpoint, save_checkpoint, weights_sha25
 from llmcourse.data import load_plays
 from llmcourse.experiment import comparison_over_plays_record, counts_by_play, widened_sweep
 from llmcourse.instruct import collate_instructions, encode_record, exact_match, respond
-from llmcourse.preference import dpo_loss, sequence_logprobs, token_kl
+from llmcourse.preference import dpo_loss, mean_response_kl, sequence_logprobs
 from llmcourse.runtime import REPO_ROOT, set_seed
 from llmcourse.tasks import TASKS, instruction_records
 from llmcourse.train import configure_optimizer
@@ -108,14 +108,6 @@ def pair_scores(model, reference, tokenizer, pairs: list[dict], beta: float) -> 
             "chosen_log_ratio": (c - rc).mean().item(), "rejected_log_ratio": (r - rr).mean().item()}
 
 
-def kl_per_token(model, reference, tokenizer, split: list[dict], batch: int = 64) -> float:
-    """Mean KL(model || reference) per token over the right answers of the records."""
-    rows = [encode_record(r, tokenizer) for r in split]
-    kls = [token_kl(model, reference, *collate_instructions(rows[i:i + batch], tokenizer.eot_id))
-           for i in range(0, len(rows), batch)]
-    return torch.cat(kls).mean().item()
-
-
 def scores(model, reference, tokenizer, split: list[dict], pairs: list[dict], beta: float) -> dict:
     right = [exact_match(respond(model, tokenizer, r), r["output"]) for r in split]
     return {"exact_match": sum(right) / len(right),
@@ -123,7 +115,7 @@ def scores(model, reference, tokenizer, split: list[dict], pairs: list[dict], be
                                     sum(r["task"] == t for r in split) for t in TASKS},
             "by_play": counts_by_play([r["play"] for r in split], right),
             **pair_scores(model, reference, tokenizer, pairs, beta),
-            "kl_per_token": kl_per_token(model, reference, tokenizer, split)}
+            "kl_per_token": mean_response_kl(model, reference, tokenizer, split)}
 
 
 def run(method: str, lr: float, beta: float, seed: int) -> dict:

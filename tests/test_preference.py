@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from llmcourse.instruct import collate_instructions
+from llmcourse.instruct import collate_instructions, encode_record
 from llmcourse.model import GPTConfig, GPTModel
-from llmcourse.preference import (dpo_loss, group_advantages, policy_gradient_loss, sample_group, sequence_logprobs,
-                                  token_kl, token_logprobs)
+from llmcourse.preference import (dpo_loss, group_advantages, mean_response_kl, policy_gradient_loss, sample_group,
+                                  sequence_logprobs, token_kl, token_logprobs)
 from llmcourse.runtime import set_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,6 +63,22 @@ def test_token_kl_is_zero_at_the_reference_and_positive_away_from_it():
     with torch.no_grad():
         moved.out_head.weight.add_(0.5 * torch.randn_like(moved.out_head.weight))
     assert (token_kl(moved, model, inputs, targets) > 0).all()
+
+
+def test_mean_response_kl_averages_the_token_kl_over_the_answers(small_bpe):
+    model = GPTModel(GPTConfig(vocab_size=small_bpe.vocab_size, context_length=128, d_model=16, n_heads=2,
+                               n_layers=1, dropout=0.0)).eval()
+    records = [{"instruction": "Repeat the line.", "input": "To be, or not to be", "output": "To be, or not to be"},
+               {"instruction": "How many words?", "input": "Now is the winter", "output": "4"}]
+    assert mean_response_kl(model, model, small_bpe, records) == 0
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        moved.out_head.weight.add_(0.5 * torch.randn_like(moved.out_head.weight))
+    rows = [encode_record(r, small_bpe) for r in records]
+    by_hand = token_kl(moved, model, *collate_instructions(rows, small_bpe.eot_id)).mean().item()
+    assert math.isclose(mean_response_kl(moved, model, small_bpe, records, batch_size=1), by_hand, rel_tol=1e-5)
+    with pytest.raises(ValueError, match="no records"):
+        mean_response_kl(model, model, small_bpe, [])
 
 
 def test_group_advantages_sum_to_zero_per_group():

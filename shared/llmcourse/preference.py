@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from llmcourse.generate import generate
+from llmcourse.instruct import collate_instructions, encode_record
 from llmcourse.model import GPTModel
+from llmcourse.tokenizer import BPETokenizer
 
 
 def token_logprobs(model: GPTModel, inputs: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
@@ -55,6 +57,16 @@ def token_kl(model: GPTModel, reference: GPTModel, inputs: Tensor, targets: Tens
         logq = F.log_softmax(reference(inputs).float(), dim=-1)
     kl = (logp.exp() * (logp - logq)).sum(-1)
     return kl[targets != ignore_index]
+
+
+def mean_response_kl(model: GPTModel, reference: GPTModel, tokenizer: BPETokenizer, records: Sequence[dict],
+                     batch_size: int = 64) -> float:
+    """`token_kl` averaged over every token of the records' right answers (each after its prompt)."""
+    if not records:
+        raise ValueError("no records to measure the KL on")
+    rows = [encode_record(record, tokenizer) for record in records]
+    return torch.cat([token_kl(model, reference, *collate_instructions(rows[i:i + batch_size], tokenizer.eot_id))
+                      for i in range(0, len(rows), batch_size)]).mean().item()
 
 
 def sample_group(model: GPTModel, prompt: Sequence[int], samples: int, eot_id: int, max_new_tokens: int,
