@@ -60,3 +60,21 @@ def test_a_saved_model_is_the_benchmarks(name):
     saved = json.loads((RESULTS / name).read_text())["saved_model"]
     model = load_checkpoint(REPO_ROOT / saved["directory"], "cpu").model
     assert weights_sha256(model) == saved["weights_sha256"], f"{saved['directory']} is not the run {saved['run']}"
+
+
+def test_the_saved_denoisers_are_the_benchmarks():
+    from safetensors.torch import load_model
+
+    from llmcourse.checkpoint import weights_sha256
+    from llmcourse.denoising import build_denoiser
+
+    results = json.loads((RESULTS / "pretrain_seq2seq.json").read_text())
+    recorded = {f"{r['objective']}_pretrained": r["weights_sha256"] for r in results["pretraining"] if r["seed"] == 0}
+    recorded.update({f"{r['arm']}_{r['task']}_{r['size']}": r["weights_sha256"] for r in results["finetuning"]
+                     if r["seed"] == 0 and r["size"] == "scarce" and r["arm"] in ("scratch", "t5", "bart")})
+    files = sorted((REPO_ROOT / "data" / "denoisers").glob("*.safetensors"))
+    assert sorted(f.stem for f in files) == sorted(recorded)
+    for path in files:
+        model = build_denoiser(seed=0)
+        load_model(model, path)
+        assert weights_sha256(model) == recorded[path.stem], f"{path.name} is not the benchmark's model"

@@ -175,19 +175,40 @@ class Seq2SeqHistory:
 def train_seq2seq(model: nn.Module, pairs: Sequence[Pair], budget_seconds: float, d_model: int,
                   batch_size: int = 64, warmup_steps: int = 100, lr_scale: float = 1.0,
                   label_smoothing: float = 0.1, seed: int = 0, max_steps: int | None = None,
-                  clock: Callable[[], float] = time.process_time, progress: bool = True) -> Seq2SeqHistory:
+                  clock: Callable[[], float] = time.process_time, progress: bool = True,
+                  cooldown: float = 0.0) -> Seq2SeqHistory:
     """Train any of the course's encoder-decoders on `pairs` until `budget_seconds` of `clock` have passed.
 
     Adam (β = 0.9, 0.98) with the 2017 warmup schedule `warmup_lr`, label smoothing, [PAD] ignored in
     the loss, gradients clipped at norm 1. The default clock is CPU time of this process, so a model is
     charged for its own work only, and it then runs on one thread; `max_steps` stops earlier (for tests).
+    With `cooldown` > 0 the rate falls linearly to 0 over that last share of the budget, so the run ends
+    settled instead of wherever the noise of a high rate left it.
     """
-    if not budget_seconds > 0:
-        raise ValueError(f"budget_seconds must be > 0, got {budget_seconds!r}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     if not pairs:
         raise ValueError("no training pairs")
+
+    def epochs() -> Iterator[Batch]:
+        epoch = 0
+        while True:
+            yield from shuffled_batches(pairs, batch_size, seed=seed * 1000 + epoch)
+            epoch += 1
+
+    return train_on_batches(model, epochs(), budget_seconds, d_model, warmup_steps, lr_scale, label_smoothing,
+                            seed, max_steps, clock, progress, cooldown)
+
+
+def train_on_batches(model: nn.Module, batches: Iterator[Batch], budget_seconds: float, d_model: int,
+                     warmup_steps: int = 100, lr_scale: float = 1.0, label_smoothing: float = 0.1, seed: int = 0,
+                     max_steps: int | None = None, clock: Callable[[], float] = time.process_time,
+                     progress: bool = True, cooldown: float = 0.0) -> Seq2SeqHistory:
+    """The loop of `train_seq2seq` on any endless stream of batches (pretraining makes its batches as it goes)."""
+    if not budget_seconds > 0:
+        raise ValueError(f"budget_seconds must be > 0, got {budget_seconds!r}")
+    if not 0.0 <= cooldown <= 1.0:
+        raise ValueError(f"cooldown is a share of the budget, in [0, 1]; got {cooldown!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     history = Seq2SeqHistory()
@@ -197,41 +218,43 @@ def train_seq2seq(model: nn.Module, pairs: Sequence[Pair], budget_seconds: float
     with threads(1 if clock is time.process_time else torch.get_num_threads()):
         started = clock()
         bar = tqdm(total=round(budget_seconds), unit="cpu s", disable=not progress, leave=False)
-        epoch = 0
-        while True:
-            for batch in shuffled_batches(pairs, batch_size, seed=seed * 1000 + epoch):
-                step = history.steps + 1
-                lr = warmup_lr(step, d_model, warmup_steps, lr_scale)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                logits = model(batch.src_ids, batch.tgt_in, batch.src_padding_mask, batch.tgt_padding_mask)
-                loss = seq2seq_loss(logits, batch.tgt_out, label_smoothing)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr_scale")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                used = clock() - started
-                history.losses.append(loss.item())
-                history.seconds.append(used)
-                history.lrs.append(lr)
-                bar.n = min(round(used), round(budget_seconds))
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-                bar.refresh()
-                if used >= budget_seconds or (max_steps is not None and history.steps >= max_steps):
-                    bar.close()
-                    model.eval()
-                    return history
-            epoch += 1
+        for batch in batches:
+            step = history.steps + 1
+            lr = warmup_lr(step, d_model, warmup_steps, lr_scale)
+            if cooldown > 0:  # the share of the cooldown still ahead, from 1 down to 0
+                lr *= min(1.0, max(0.0, (budget_seconds - (clock() - started)) / (cooldown * budget_seconds)))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = model(batch.src_ids, batch.tgt_in, batch.src_padding_mask, batch.tgt_padding_mask)
+            loss = seq2seq_loss(logits, batch.tgt_out, label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr_scale")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            used = clock() - started
+            history.losses.append(loss.item())
+            history.seconds.append(used)
+            history.lrs.append(lr)
+            bar.n = min(round(used), round(budget_seconds))
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.refresh()
+            if used >= budget_seconds or (max_steps is not None and history.steps >= max_steps):
+                break
+        bar.close()
+    model.eval()
+    return history
 
 
 # --- evaluation -------------------------------------------------------------------------------------------
 
-def predict(model: nn.Module, sources: Sequence[str], batch_size: int = 100, extra_tokens: int = 5) -> list[str]:
+def predict(model: nn.Module, sources: Sequence[str], batch_size: int = 100, extra_tokens: int = 5,
+            to_text: Callable[[Sequence[int]], str] = decode) -> list[str]:
     """Greedy outputs of `model` for `sources`, as text (up to the source length + `extra_tokens` characters).
 
-    Sources are decoded in batches of similar length, so a batch of short lines stops early.
+    Sources are decoded in batches of similar length, so a batch of short lines stops early. `to_text` turns
+    a row of ids into text (`decode` refuses ids outside the vocabulary; a model with extra tokens passes its own).
     """
     if isinstance(sources, str):
         raise ValueError("sources must be a list of texts, got one string; pass [text] for a single source")
@@ -249,7 +272,7 @@ def predict(model: nn.Module, sources: Sequence[str], batch_size: int = 100, ext
         batch = make_batch([Pair(sources[i], sources[i], "") for i in chunk])
         ids = model.greedy_decode(batch.src_ids, BOS_ID, EOS_ID, batch.src_ids.shape[1] + extra_tokens,
                                   batch.src_padding_mask)
-        outputs.update((i, decode(row)) for i, row in zip(chunk, ids))
+        outputs.update((i, to_text(row)) for i, row in zip(chunk, ids))
     return [outputs[i] for i in range(len(sources))]
 
 

@@ -431,6 +431,12 @@ def reversal_pairs(plays: Sequence[Play], split: str, n_pairs: int, min_chars: i
     return list(pairs.values())
 
 
+def spacing_pairs(pairs: Sequence[Pair]) -> list[Pair]:
+    """The word-spacing task on the sources of `pairs`: the text with its spaces removed, to be restored
+    ("tobeornottobe" -> "to be or not to be"). Only knowing the words tells where one ends."""
+    return [Pair(p.source.replace(" ", ""), p.source, p.play) for p in pairs]
+
+
 def count_runs(speeches: Sequence[Sequence[str]], min_chars: int, max_chars: int) -> int:
     """How many runs of two or more consecutive words of one speech are min_chars..max_chars characters long.
 
