@@ -61,6 +61,9 @@ CLAIMS = {("spacing", "scarce", "bart", "scratch"): "a is higher",
           ("reversal", "full", "bart", "scratch"): "b is higher",
           ("reversal", "full", "bart", "scratch-short"): "no measurable difference",
           ("reversal", "scarce", "bart", "scratch"): "no measurable difference",
+          ("reversal", "scarce", "bart", "scratch-short"): "no measurable difference",
+          ("spacing", "scarce", "scratch", "scratch-short"): "no measurable difference",
+          ("spacing", "full", "t5", "scratch-short"): "b is higher",
           **{(task, size, "bart", "t5"): "a is higher" for task, size in
              (("reversal", "full"), ("reversal", "scarce"), ("spacing", "full"))},
           **{(task, size, "t5", "scratch"): "b is higher" for task, size in
