@@ -7,8 +7,8 @@ from llmcourse.encoder import EncoderDecoder
 from llmcourse.model import GPTConfig
 from llmcourse.rnn import RNNEncoderDecoder
 from llmcourse.runtime import threads
-from llmcourse.seq2seq import (BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, char_accuracy, decode, encode, make_batch, predict,
-                               scores, scores_by_length, train_seq2seq, warmup_lr)
+from llmcourse.seq2seq import (BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, build_model, char_accuracy, decode, encode,
+                               make_batch, predict, scores, scores_by_length, train_seq2seq, warmup_lr)
 from llmcourse.tasks import Pair, reversal_pairs
 
 
@@ -152,3 +152,16 @@ def test_a_budget_of_cpu_seconds_trains_on_one_thread_and_restores_the_count():
                       progress=False)
         assert torch.get_num_threads() == 2
     assert seen == [1, 1, 1]
+
+
+def test_training_by_updates_alone_makes_exactly_those_updates_and_refuses_no_budget():
+    plays_pairs = [Pair("to be or not", "not or be to", "hamlet"),
+                   Pair("that is the question", "question the is that", "hamlet")]
+    model = build_model("transformer", seed=0)
+    history = train_seq2seq(model, plays_pairs, None, d_model=64, batch_size=2, max_steps=7, progress=False,
+                            cooldown=0.5)
+    assert history.steps == 7 and history.lrs[-1] < history.lrs[3]
+    with pytest.raises(ValueError, match="a number of updates"):
+        train_seq2seq(model, plays_pairs, None, d_model=64, progress=False)
+    with pytest.raises(ValueError, match="max_steps"):
+        train_seq2seq(model, plays_pairs, None, d_model=64, max_steps=0, progress=False)

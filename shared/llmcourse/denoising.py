@@ -76,11 +76,12 @@ def denoising_batches(texts: Sequence[str], objective: str, batch_size: int, see
         yield denoising_batch([corrupt(t, objective, rng) for t in rng.choices(texts, k=batch_size)])
 
 
-def pretrain(model: nn.Module, texts: Sequence[str], objective: str, budget_seconds: float, batch_size: int = 32,
-             warmup_steps: int = 100, lr_scale: float = 1.0, label_smoothing: float = 0.1, seed: int = 0,
+def pretrain(model: nn.Module, texts: Sequence[str], objective: str, budget_seconds: float | None,
+             batch_size: int = 32, warmup_steps: int = 100, lr_scale: float = 1.0, label_smoothing: float = 0.1,
+             seed: int = 0,
              max_steps: int | None = None, progress: bool = True, cooldown: float = 0.0,
              clock: Callable[[], float] = time.process_time) -> Seq2SeqHistory:
-    """Pretrain `model` on corrupted `texts` for `budget_seconds` of one thread's CPU time (or `max_steps` updates),
+    """Pretrain `model` on corrupted `texts` for `budget_seconds` of one thread's CPU time or `max_steps` updates,
     with fine-tuning's optimizer, schedule, cooldown and loss (`llmcourse.seq2seq.train_on_batches`)."""
     return train_on_batches(model, denoising_batches(texts, objective, batch_size, seed), budget_seconds,
                             model.cfg.d_model, warmup_steps, lr_scale, label_smoothing, seed, max_steps,

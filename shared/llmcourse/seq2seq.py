@@ -172,18 +172,20 @@ class Seq2SeqHistory:
         return len(self.losses)
 
 
-def train_seq2seq(model: nn.Module, pairs: Sequence[Pair], budget_seconds: float, d_model: int,
+def train_seq2seq(model: nn.Module, pairs: Sequence[Pair], budget_seconds: float | None, d_model: int,
                   batch_size: int = 64, warmup_steps: int = 100, lr_scale: float = 1.0,
                   label_smoothing: float = 0.1, seed: int = 0, max_steps: int | None = None,
                   clock: Callable[[], float] = time.process_time, progress: bool = True,
                   cooldown: float = 0.0) -> Seq2SeqHistory:
-    """Train any of the course's encoder-decoders on `pairs` until `budget_seconds` of `clock` have passed.
+    """Train any of the course's encoder-decoders on `pairs` until `budget_seconds` of `clock` have passed, or
+    `max_steps` updates are done, whichever comes first (`budget_seconds=None`: updates only, the same run on
+    every machine).
 
     Adam (β = 0.9, 0.98) with the 2017 warmup schedule `warmup_lr`, label smoothing, [PAD] ignored in
     the loss, gradients clipped at norm 1. The default clock is CPU time of this process, so a model is
-    charged for its own work only, and it then runs on one thread; `max_steps` stops earlier (for tests).
-    With `cooldown` > 0 the rate falls linearly to 0 over that last share of the budget, so the run ends
-    settled instead of wherever the noise of a high rate left it.
+    charged for its own work only, and it then runs on one thread.
+    With `cooldown` > 0 the rate falls linearly to 0 over that last share of the budget (of the updates, when
+    there is no time budget), so the run ends settled instead of wherever the noise of a high rate left it.
     """
     if not pairs:
         raise ValueError("no training pairs")
@@ -198,13 +200,17 @@ def train_seq2seq(model: nn.Module, pairs: Sequence[Pair], budget_seconds: float
                             seed, max_steps, clock, progress, cooldown)
 
 
-def train_on_batches(model: nn.Module, batches: Iterator[Batch], budget_seconds: float, d_model: int,
+def train_on_batches(model: nn.Module, batches: Iterator[Batch], budget_seconds: float | None, d_model: int,
                      warmup_steps: int = 100, lr_scale: float = 1.0, label_smoothing: float = 0.1, seed: int = 0,
                      max_steps: int | None = None, clock: Callable[[], float] = time.process_time,
                      progress: bool = True, cooldown: float = 0.0) -> Seq2SeqHistory:
     """The loop of `train_seq2seq` on any endless stream of batches (pretraining makes its batches as it goes)."""
-    if not budget_seconds > 0:
+    if budget_seconds is None and max_steps is None:
+        raise ValueError("give a time budget (budget_seconds), a number of updates (max_steps), or both")
+    if budget_seconds is not None and not budget_seconds > 0:
         raise ValueError(f"budget_seconds must be > 0, got {budget_seconds!r}")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
     if not 0.0 <= cooldown <= 1.0:
         raise ValueError(f"cooldown is a share of the budget, in [0, 1]; got {cooldown!r}")
     if not 0.0 <= label_smoothing < 1.0:
@@ -217,12 +223,15 @@ def train_on_batches(model: nn.Module, batches: Iterator[Batch], budget_seconds:
     # then buys the same number of updates on a 2-core laptop and a 16-core workstation.
     with threads(1 if clock is time.process_time else torch.get_num_threads()):
         started = clock()
-        bar = tqdm(total=round(budget_seconds), unit="cpu s", disable=not progress, leave=False)
+        timed = budget_seconds is not None
+        bar = tqdm(total=round(budget_seconds) if timed else max_steps, unit="cpu s" if timed else "step",
+                   disable=not progress, leave=False)
         for batch in batches:
             step = history.steps + 1
             lr = warmup_lr(step, d_model, warmup_steps, lr_scale)
-            if cooldown > 0:  # the share of the cooldown still ahead, from 1 down to 0
-                lr *= min(1.0, max(0.0, (budget_seconds - (clock() - started)) / (cooldown * budget_seconds)))
+            if cooldown > 0:  # the share of the budget still ahead, over the cooldown's share: from 1 down to 0
+                ahead = 1 - (clock() - started) / budget_seconds if timed else 1 - (step - 1) / max_steps
+                lr *= min(1.0, max(0.0, ahead / cooldown))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             logits = model(batch.src_ids, batch.tgt_in, batch.src_padding_mask, batch.tgt_padding_mask)
@@ -237,10 +246,10 @@ def train_on_batches(model: nn.Module, batches: Iterator[Batch], budget_seconds:
             history.losses.append(loss.item())
             history.seconds.append(used)
             history.lrs.append(lr)
-            bar.n = min(round(used), round(budget_seconds))
+            bar.n = min(round(used), round(budget_seconds)) if timed else history.steps
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             bar.refresh()
-            if used >= budget_seconds or (max_steps is not None and history.steps >= max_steps):
+            if (timed and used >= budget_seconds) or (max_steps is not None and history.steps >= max_steps):
                 break
         bar.close()
     model.eval()
