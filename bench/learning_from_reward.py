@@ -24,7 +24,6 @@ import platform
 import random
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
@@ -37,6 +36,7 @@ from llmcourse.preference import (group_advantages, mean_response_kl, policy_gra
 from llmcourse.runtime import REPO_ROOT, set_seed
 from llmcourse.tasks import TASKS, instruction_records, line_words
 from llmcourse.train import configure_optimizer
+from run_cache import RunCache  # bench/run_cache.py
 
 RESULTS = REPO_ROOT / "bench" / "results" / "learning_from_reward.json"
 RUNS = REPO_ROOT / "runs" / "learning_from_reward_runs.json"
@@ -154,31 +154,17 @@ def name(lr: float, kl_coef: float, seed: int, reward: str = "exact") -> str:
     return f"{reward} | lr {lr:g} | kl {kl_coef:g} | seed {seed}"
 
 
-class Runs:
-    """Finished runs, kept in RUNS after each one, so that a restarted benchmark skips them."""
-
-    def __init__(self, workers: int):
-        self.done = json.loads(RUNS.read_text()) if RUNS.exists() else {}
-        self.pool = ProcessPoolExecutor(workers)
-
-    def get(self, jobs: list[tuple]) -> list[dict]:
-        futures = {name(*job): self.pool.submit(run, *job) for job in dict.fromkeys(jobs)
-                   if name(*job) not in self.done}
-        for key, future in futures.items():
-            self.done[key] = result = future.result()
-            RUNS.parent.mkdir(exist_ok=True)
-            RUNS.write_text(json.dumps(self.done, indent=1))
-            print(f"{key}: val {result['val_exact_match']:.3f} test {result['test']['exact_match_by_task'][TASK]:.3f}"
-                  f" all {result['test']['exact_match_all']:.3f} KL {result['test']['kl_per_token']:.3f} "
-                  f"({result['cpu_seconds']:.0f} CPU s)", flush=True)
-        return [self.done[name(*job)] for job in jobs]
+def report(key: str, result: dict) -> str:
+    return (f"val {result['val_exact_match']:.3f} test {result['test']['exact_match_by_task'][TASK]:.3f} "
+            f"all {result['test']['exact_match_all']:.3f} KL {result['test']['kl_per_token']:.3f} "
+            f"({result['cpu_seconds']:.0f} CPU s)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=1, help="runs at once, one thread each")
     args = parser.parse_args()
-    runs = Runs(args.workers)
+    runs = RunCache(RUNS, run, name, report, args.workers)
     runs.get([(lr, 0.0, SEEDS[0]) for lr in LRS])
     sweep = widened_sweep(lambda lr: runs.get([(lr, 0.0, SEEDS[0])])[0]["val_exact_match"], LRS, factor=3.0)
     lr = sweep.chosen

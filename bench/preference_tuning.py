@@ -26,7 +26,6 @@ import json
 import platform
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +38,7 @@ from llmcourse.preference import dpo_loss, mean_response_kl, sequence_logprobs
 from llmcourse.runtime import REPO_ROOT, set_seed
 from llmcourse.tasks import TASKS, instruction_records
 from llmcourse.train import configure_optimizer
+from run_cache import RunCache  # bench/run_cache.py
 
 RESULTS = REPO_ROOT / "bench" / "results" / "preference_tuning.json"
 RUNS = REPO_ROOT / "runs" / "preference_tuning_runs.json"
@@ -167,28 +167,10 @@ def name(method: str, lr: float, beta: float, seed: int) -> str:
     return f"{method} | lr {lr:g} | beta {beta:g} | seed {seed}"
 
 
-class Runs:
-    """Finished runs, kept in RUNS after each one, so that a restarted benchmark skips them."""
-
-    def __init__(self, workers: int):
-        self.done = json.loads(RUNS.read_text()) if RUNS.exists() else {}
-        self.pool = ProcessPoolExecutor(workers)
-
-    def get(self, jobs: list[tuple[str, float, float, int]]) -> list[dict]:
-        futures = {name(*job): self.pool.submit(run, *job) for job in dict.fromkeys(jobs)
-                   if name(*job) not in self.done}
-        for key, future in futures.items():
-            self.done[key] = result = future.result()
-            RUNS.parent.mkdir(exist_ok=True)
-            RUNS.write_text(json.dumps(self.done, indent=1))
-            test = result["test"]
-            print(f"{key}: val {result['val_exact_match']:.3f} test {test['exact_match']:.3f} pref "
-                  f"{test['preference_accuracy']:.3f} KL {test['kl_per_token']:.3f} "
-                  f"({result['cpu_seconds']:.0f} CPU s)", flush=True)
-        return [self.done[name(*job)] for job in jobs]
-
-    def val(self, method: str, lr: float, beta: float) -> float:
-        return self.get([(method, lr, beta, SEEDS[0])])[0]["val_exact_match"]
+def report(key: str, result: dict) -> str:
+    test = result["test"]
+    return (f"val {result['val_exact_match']:.3f} test {test['exact_match']:.3f} pref "
+            f"{test['preference_accuracy']:.3f} KL {test['kl_per_token']:.3f} ({result['cpu_seconds']:.0f} CPU s)")
 
 
 def reference_scores() -> dict:
@@ -203,12 +185,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="runs at once, one thread each")
     args = parser.parse_args()
     pairs = preference_pairs()
-    runs = Runs(args.workers)
+    runs = RunCache(RUNS, run, name, report, args.workers)
+
+    def val(method: str, lr: float, beta: float) -> float:
+        return runs.get([(method, lr, beta, SEEDS[0])])[0]["val_exact_match"]
+
     runs.get([("sft", lr, BETA, SEEDS[0]) for lr in (*LRS, LOWEST_LR)] +  # all at once, to keep the
              [("dpo", BETA_LR, b, SEEDS[0]) for b in (0.02, *BETAS)])  # workers busy; the sweeps pick from them
-    sft_lr = widened_sweep(lambda lr: runs.val("sft", lr, BETA), LRS, factor=3.0, low=LOWEST_LR)
-    beta = widened_sweep(lambda b: runs.val("dpo", BETA_LR, b), BETAS, factor=5.0)
-    dpo_lr = widened_sweep(lambda lr: runs.val("dpo", lr, beta.chosen), LRS, factor=3.0, low=LOWEST_LR)
+    sft_lr = widened_sweep(lambda lr: val("sft", lr, BETA), LRS, factor=3.0, low=LOWEST_LR)
+    beta = widened_sweep(lambda b: val("dpo", BETA_LR, b), BETAS, factor=5.0)
+    dpo_lr = widened_sweep(lambda lr: val("dpo", lr, beta.chosen), LRS, factor=3.0, low=LOWEST_LR)
     beta_study = [runs.done[name("dpo", BETA_LR, b, SEEDS[0])] for b in sorted({0.02, *beta.scores})]
     dpo, sft = runs.get([("dpo", dpo_lr.chosen, beta.chosen, seed) for seed in SEEDS]), runs.get(
         [("sft", sft_lr.chosen, BETA, seed) for seed in SEEDS])

@@ -25,9 +25,6 @@ resumes. Usage:
 import argparse
 import json
 import platform
-import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -39,6 +36,7 @@ from llmcourse.experiment import Sweep, comparison_record, widened_sweep
 from llmcourse.runtime import REPO_ROOT
 from llmcourse.seq2seq import predict, scores, scores_by_length, train_seq2seq
 from llmcourse.tasks import reversal_pairs, spacing_pairs
+from run_cache import RunCache  # bench/run_cache.py
 
 RESULTS = REPO_ROOT / "bench" / "results" / "pretrain_seq2seq.json"
 RUNS = REPO_ROOT / "runs" / "pretrain_seq2seq_runs.json"
@@ -126,36 +124,23 @@ def finetune_job(arm: str, task: str, size: str, seed: int, scale: float, split:
             "examples": [(s, p) for s, p in zip(sources[:8], predictions[:8])], "weights_sha256": weights_sha256(model)}
 
 
-def key(job: tuple) -> str:
+def run(kind: str, *args) -> dict:
+    return (pretrain_job if kind == "pretrain" else finetune_job)(*args)
+
+
+def name(*job) -> str:
     return json.dumps(job)
 
 
-class Runs:
-    """Runs by job, kept on disk as they finish; `get` runs whatever is missing, `workers` at a time."""
-
-    def __init__(self, workers: int):
-        self.done = json.loads(RUNS.read_text()) if RUNS.exists() else {}
-        self.pool = ProcessPoolExecutor(workers, initializer=_init)
-
-    def get(self, jobs: list[tuple]) -> list[dict]:
-        missing = [j for j in dict.fromkeys(jobs) if key(j) not in self.done]
-        futures = {j: self.pool.submit(pretrain_job if j[0] == "pretrain" else finetune_job, *j[1:]) for j in missing}
-        for job, future in futures.items():
-            started = time.time()
-            self.done[key(job)] = future.result()
-            RUNS.parent.mkdir(parents=True, exist_ok=True)
-            RUNS.write_text(json.dumps(self.done))
-            row = self.done[key(job)]
-            score = row.get("exact_match", row.get("val"))
-            print(f"{job}: {row['steps']} steps, {score} (+{time.time() - started:.0f} s)", flush=True)
-        return [self.done[key(j)] for j in jobs]
+def report(key: str, result: dict) -> str:
+    return f"{result['steps']} steps, {result.get('exact_match', result.get('val'))}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    runs = Runs(args.workers)
+    runs = RunCache(RUNS, run, name, report, args.workers, initializer=_init)
 
     def sweep_for(arm: str) -> Sweep:
         """The fine-tuning scale for `arm`, on validation exact match (reversal, full, seed 0, FINETUNE seconds)."""
