@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from llmcourse.corruption import Corrupted, span_corruption, text_infilling
 from llmcourse.encoder import EncoderDecoder
 from llmcourse.model import GPTConfig
-from llmcourse.seq2seq import (BOS_ID, EOS_ID, VOCAB, VOCAB_SIZE, Batch, Seq2SeqHistory, _pad, char_accuracy,
-                               encode, train_on_batches)
+from llmcourse.seq2seq import (BOS_ID, EOS_ID, VOCAB, VOCAB_SIZE, Batch, Seq2SeqHistory, batch_from_ids,
+                               char_accuracy, encode, train_on_batches)
 
 SENTINEL_IDS = tuple(range(VOCAB_SIZE, VOCAB_SIZE + 12))
 MASK_ID = VOCAB_SIZE + 12
@@ -60,11 +60,8 @@ def corrupt(text: str, objective: str, rng: random.Random) -> Corrupted:
 
 
 def denoising_batch(examples: Sequence[Corrupted]) -> Batch:
-    """Padded encoder inputs (the corrupted texts) and decoder inputs and targets ([BOS] + target, target + [EOS])."""
-    src_ids, src_mask = _pad([e.source for e in examples])
-    tgt_in, tgt_mask = _pad([[BOS_ID] + e.target for e in examples])
-    tgt_out, _ = _pad([e.target + [EOS_ID] for e in examples])
-    return Batch(src_ids, src_mask, tgt_in, tgt_out, tgt_mask)
+    """The corrupted texts as the encoder's input and what they lost as the decoder's target, teacher-forced."""
+    return batch_from_ids([e.source for e in examples], [e.target for e in examples])
 
 
 def denoising_batches(texts: Sequence[str], objective: str, batch_size: int, seed: int) -> Iterator[Batch]:
@@ -78,8 +75,7 @@ def denoising_batches(texts: Sequence[str], objective: str, batch_size: int, see
 
 def pretrain(model: nn.Module, texts: Sequence[str], objective: str, budget_seconds: float | None,
              batch_size: int = 32, warmup_steps: int = 100, lr_scale: float = 1.0, label_smoothing: float = 0.1,
-             seed: int = 0,
-             max_steps: int | None = None, progress: bool = True, cooldown: float = 0.0,
+             seed: int = 0, max_steps: int | None = None, progress: bool = True, cooldown: float = 0.0,
              clock: Callable[[], float] = time.process_time) -> Seq2SeqHistory:
     """Pretrain `model` on corrupted `texts` for `budget_seconds` of one thread's CPU time or `max_steps` updates,
     with fine-tuning's optimizer, schedule, cooldown and loss (`llmcourse.seq2seq.train_on_batches`)."""

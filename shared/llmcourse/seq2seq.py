@@ -69,7 +69,8 @@ class Batch:
     tgt_padding_mask: Tensor
 
 
-def _pad(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
+def pad_ids(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
+    """Rows of ids padded with [PAD] into one (rows, longest) tensor, and the mask of real tokens."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
     for i, r in enumerate(rows):
@@ -77,18 +78,22 @@ def _pad(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
     return ids, ids != PAD_ID
 
 
+def batch_from_ids(sources: list[list[int]], targets: list[list[int]]) -> Batch:
+    """A teacher-forced `Batch`: the sources padded, the decoder reading [BOS] + target, predicting target + [EOS]."""
+    src_ids, src_mask = pad_ids(sources)
+    tgt_in, tgt_mask = pad_ids([[BOS_ID] + t for t in targets])
+    tgt_out, _ = pad_ids([t + [EOS_ID] for t in targets])
+    return Batch(src_ids, src_mask, tgt_in, tgt_out, tgt_mask)
+
+
 def make_batch(pairs: Sequence[Pair]) -> Batch:
     """Encode and pad `pairs` into one `Batch`."""
     if not pairs:
         raise ValueError("make_batch needs at least one pair")
     sources = [encode(p.source) for p in pairs]
-    targets = [encode(p.target) for p in pairs]
     if any(not s for s in sources):
         raise ValueError("a source is empty; every pair needs at least one character")
-    src_ids, src_mask = _pad(sources)
-    tgt_in, tgt_mask = _pad([[BOS_ID] + t for t in targets])
-    tgt_out, _ = _pad([t + [EOS_ID] for t in targets])
-    return Batch(src_ids, src_mask, tgt_in, tgt_out, tgt_mask)
+    return batch_from_ids(sources, [encode(p.target) for p in pairs])
 
 
 def shuffled_batches(pairs: Sequence[Pair], batch_size: int, seed: int, bucket_batches: int = 20) -> Iterator[Batch]:
